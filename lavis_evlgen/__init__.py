@@ -1,0 +1,17 @@
+"""lavis-evlgen: EVLGen for Salesforce LAVIS.
+
+Importing this package registers every model, dataset builder, task, processor and runner of the
+plugin with ``lavis.common.registry`` and records where the plugin's configs live
+(``registry.get_path("evlgen_root")``), so LAVIS's own Config, setup_task, build_datasets,
+build_model and runners work on the YAML files under ``projects/`` and ``configs/``.
+"""
+from lavis_evlgen.common import lavis_patches  # noqa: F401  (applied before anything else runs)
+from lavis_evlgen.common.paths import register_paths
+
+register_paths()
+
+from lavis_evlgen import datasets, models, processors, runners, tasks  # noqa: E402,F401
+from lavis_evlgen.models import load_model_and_preprocess  # noqa: E402
+
+__all__ = ["load_model_and_preprocess"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+from lavis_evlgen.datasets import builders  # noqa: F401
