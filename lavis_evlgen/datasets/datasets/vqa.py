@@ -1,0 +1,76 @@
+"""VQA datasets in LAVIS's format that skip unreadable images instead of crashing.
+
+Annotation format: a JSON list of ``{"image", "question", "question_id", "image_id", "answer": [..]}``
+(``answer`` holds every ground-truth answer, repeated as often as it was given).
+
+* Training samples are ``{"image", "text_input", "answers", "weights"}`` (each distinct answer
+  weighted by its share), batched like LAVIS's ``VQADataset`` into ``answer``, ``weight`` and
+  ``n_answers``.
+* Evaluation samples are ``{"image", "text_input", "question_id", "instance_id", "answer"}``
+  (the most common answer). The builder attaches ``coco_fmt_qust_file`` / ``coco_fmt_anno_file``
+  (VQAv2 questions / annotations) and ``answer_list``, which LAVIS's ``VQATask`` picks up.
+
+Unreadable images give ``None``; batches count them under ``n_skipped`` (see ``caption.py``).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any, Optional
+
+from lavis.datasets.datasets.vqa_datasets import VQADataset, VQAEvalDataset
+
+from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY, collate_skipping, load_image
+
+
+def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
+    """Distinct answers in first-seen order and the fraction of annotators who gave each."""
+    counts = Counter(answers)
+    return list(counts), [n / len(answers) for n in counts.values()]
+
+
+class SafeVQADataset(VQADataset):
+    """Training split: one sample per question, all ground-truth answers with weights."""
+
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+        ann = self.annotation[index]
+        image = load_image(os.path.join(self.vis_root, ann["image"]))
+        if image is None:
+            return None
+        answers, weights = answer_weights(ann["answer"])
+        return {
+            "image": self.vis_processor(image),
+            "text_input": self.text_processor(ann["question"]),
+            "answers": answers,
+            "weights": weights,
+        }
+
+    def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
+        kept = [s for s in samples if s is not None]
+        batch = super().collater(kept) if kept else {}
+        batch[SKIPPED_KEY] = len(samples) - len(kept)
+        return batch
+
+
+class SafeVQAEvalDataset(VQAEvalDataset):
+    """Evaluation split: one sample per question; the VQAv2 files are attached by the builder."""
+
+    coco_fmt_qust_file: Optional[str] = None
+    coco_fmt_anno_file: Optional[str] = None
+    answer_list: Optional[list[str]] = None
+
+    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
+        ann = self.annotation[index]
+        image = load_image(os.path.join(self.vis_root, ann["image"]))
+        if image is None:
+            return None
+        return {
+            "image": self.vis_processor(image),
+            "text_input": self.text_processor(ann["question"]),
+            "question_id": ann["question_id"],
+            "instance_id": ann["instance_id"],
+            "answer": Counter(ann["answer"]).most_common(1)[0][0],
+        }
+
+    def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
+        return collate_skipping(samples)
