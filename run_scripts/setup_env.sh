@@ -15,8 +15,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
 else
   echo "[setup] installing pinned packages into $venv (about 90 s from the package mirrors)"
   [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-  "$venv/bin/pip" install -q --no-deps -r "$root/requirements.lock" 2>&1 | grep -v "is ignored" || true
-  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" 2>&1 | grep -v "is ignored" || true
+  log="$venv/pip-install.log"
+  if ! "$venv/bin/pip" install -q --no-deps -r "$root/requirements.lock" >"$log" 2>&1 ||
+     ! "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >>"$log" 2>&1; then
+    grep -v "is ignored" "$log" >&2
+    echo "[setup] pip install failed (full log: $log)" >&2
+    exit 1
+  fi
   "$venv/bin/python" -c "import lavis_evlgen" >/dev/null
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,250 @@
+"""EVLGen: frozen ViT -> ln_vision -> f_proj1 -> TomeFormer -> f_proj2 -> frozen LLM (soft prompt).
+
+One stage, one loss: cross-entropy on the caption tokens only (visual positions, prompt and padding
+are masked out). Trainable: ``ln_vision`` (as in BLIP-2), ``proj1`` (f_proj1), the TomeFormer and
+``proj2`` (f_proj2). The vision encoder and the LLM are frozen and stay in eval mode whatever
+``model.train()`` is called with.
+
+Trainable size at paper scale (EVA-ViT-g width 1408, bert-base TomeFormer, OPT-2.7b width 2560):
+the paper quotes 110M, bert-base's nominal size, but BERT's word embeddings (23.4M) and pooler
+(0.6M) are never used on visual tokens, so the TomeFormer holds 85.5M and the whole trainable set
+88.5M (TomeFormer 85.5M + f_proj1 1.08M + f_proj2 1.97M + ln_vision 2.8k);
+``tests/models/test_model_zoo.py`` checks this count.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+from lavis.models.base_model import BaseModel
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import BertConfig
+
+from lavis_evlgen.common.paths import config_path
+from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
+from lavis_evlgen.models.tomeformer import TomeFormer
+from lavis_evlgen.models.vision import build_vision_encoder
+from lavis_evlgen.models.weights import require_weights
+
+logger = logging.getLogger(__name__)
+
+CAPTION_END = "\n"
+
+
+def build_tomeformer(cfg: DictConfig) -> TomeFormer:
+    """TomeFormer from a local BERT (``model.tomeformer.bert``) or randomly from ``model.tomeformer.config``."""
+    options = dict(
+        r=OmegaConf.to_container(cfg.r) if OmegaConf.is_config(cfg.get("r")) else cfg.get("r", 0),  # list: per layer
+        merge_mode=cfg.get("merge_mode", "mean"),
+        proportional_attention=cfg.get("proportional_attention", False),
+    )
+    if cfg.get("bert"):
+        path = require_weights(cfg.bert, "model.tomeformer.bert")
+        return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), **options)
+    settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
+    if cfg.get("num_layers"):
+        settings["num_hidden_layers"] = cfg.num_layers
+    return TomeFormer.from_config(BertConfig(**settings), **options)
+
+
+class EVLGenBase(BaseModel):
+    """Shared EVLGen model; subclasses name the LLM family (``LLM_ARCH``) and their model types."""
+
+    LLM_ARCH = ""
+    DEFAULT_MODEL_TYPE = ""
+    PRETRAINED_MODEL_CONFIG_DICT: dict[str, str] = {}
+    # Key prefixes of the authors' released checkpoints -> ours.
+    AUTHOR_KEY_MAP = {"VLconnector.": "tomeformer.", "VL_proj.": "proj1.", "opt_proj.": "proj2.",
+                      "llm_proj.": "proj2."}
+
+    def __init__(self, vision: Optional[nn.Module], vision_width: int, tomeformer: TomeFormer,
+                 llm: nn.Module, tokenizer, prompt: str = "", max_txt_len: int = 32,
+                 vision_dtype: torch.dtype = torch.float32, apply_lemmatizer: bool = False):
+        super().__init__()
+        self.visual_encoder = freeze(vision) if vision is not None else None
+        self.vision_dtype = vision_dtype
+        self.ln_vision = nn.LayerNorm(vision_width)
+        hidden = tomeformer.config.hidden_size
+        self.proj1 = nn.Linear(vision_width, hidden)
+        self.tomeformer = tomeformer
+        self.proj2 = nn.Linear(hidden, llm.config.hidden_size)
+        self.llm = freeze(llm)
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.max_txt_len = max_txt_len
+        self.end_token_id = tokenizer(CAPTION_END, add_special_tokens=False).input_ids[-1]
+        self._apply_lemmatizer = apply_lemmatizer
+        self._lemmatizer = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def default_model_type(cls) -> str:
+        """The type used when none is given (``lavis_evlgen.load_model_and_preprocess``)."""
+        return cls.DEFAULT_MODEL_TYPE
+
+    @classmethod
+    def default_config_path(cls, model_type: str) -> str:
+        if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
+            raise ValueError(f"model.model_type: unknown type '{model_type}' for {cls.__name__}; "
+                             f"known: {sorted(cls.PRETRAINED_MODEL_CONFIG_DICT)}")
+        return config_path(cls.PRETRAINED_MODEL_CONFIG_DICT[model_type])
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "EVLGenBase":
+        """Build from a ``model`` config section (see configs/models/*/*.yaml for the keys)."""
+        vision_cfg = cfg.get("vision")
+        use_features = cfg.get("use_features", False)
+        vision = None if use_features else build_vision_encoder(vision_cfg)
+        vision_width = vision.num_features if vision is not None else vision_cfg.width
+        vision_dtype = part_dtype(vision_cfg.get("precision", "fp16"), "model.vision.precision")
+        if vision is not None:
+            vision = vision.to(vision_dtype)
+        llm, tokenizer = build_llm(cfg.llm, cls.LLM_ARCH)
+        model = cls(vision=vision, vision_width=vision_width, tomeformer=build_tomeformer(cfg.tomeformer),
+                    llm=llm, tokenizer=tokenizer, prompt=cfg.get("prompt", ""),
+                    max_txt_len=cfg.get("max_txt_len", 32), vision_dtype=vision_dtype,
+                    apply_lemmatizer=cfg.get("apply_lemmatizer", False))
+        for key in ("pretrained", "finetuned"):
+            if cfg.get(key):
+                model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
+        return model
+
+    def load_evlgen_checkpoint(self, path: str) -> None:
+        """Load trainable weights from our checkpoints or the authors' (keys renamed, see AUTHOR_KEY_MAP)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state)
+        renamed = {}
+        for key, value in state.items():
+            for old, new in self.AUTHOR_KEY_MAP.items():
+                if key.startswith(old):
+                    key = new + key[len(old):]
+                    break
+            renamed[key] = value
+        missing, unexpected = self.load_state_dict(renamed, strict=False)
+        trainable_missing = [k for k in missing if k.split(".")[0] in self.TRAINABLE_PARTS]
+        if trainable_missing or unexpected:
+            raise ValueError(f"checkpoint {path} does not fit: missing {trainable_missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        logger.info("loaded EVLGen weights from %s", path)
+
+    TRAINABLE_PARTS = ("ln_vision", "proj1", "tomeformer", "proj2")
+
+    def train(self, mode: bool = True) -> "EVLGenBase":
+        """Train the connector only; the frozen encoder and LLM stay in eval mode."""
+        super().train(mode)
+        if self.visual_encoder is not None:
+            self.visual_encoder.eval()
+        self.llm.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj1.weight.device
+
+    # ------------------------------------------------------------------ forward
+    def encode_image(self, samples: dict[str, Any], return_source: bool = False):
+        """Visual soft prompt ``[B, T, D_llm]`` and its mask ``[B, T]`` (``source`` too if asked).
+
+        Takes ``samples["image"]`` through the frozen ViT, or precomputed ViT outputs from
+        ``samples["image_features"]`` ([B, N, D_vit], with an optional ``image_features_mask``).
+        """
+        mask = samples.get("image_features_mask")
+        if "image_features" in samples:
+            feats = samples["image_features"].float()
+        else:
+            feats = self.vision_features(samples["image"])
+        out = self.tomeformer(self.proj1(self.ln_vision(feats)), attention_mask=mask)
+        embeds = self.proj2(out.last_hidden_state)
+        atts = out.attention_mask.long()
+        return (embeds, atts, out.source) if return_source else (embeds, atts)
+
+    @torch.no_grad()
+    def vision_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Frozen ViT tokens ``[B, N, D_vit]`` in fp32 (the input to the feature cache)."""
+        return self.visual_encoder(image.to(self.vision_dtype)).float()
+
+    def _embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # .long(): a batch of empty prompts tokenizes to a float tensor of shape [B, 0].
+        return self.llm.get_input_embeddings()(input_ids.long())
+
+    def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Captioning loss: cross-entropy on ``text_input`` tokens after the visual prompt and prompt text."""
+        vis, vis_atts = self.encode_image(samples)
+        prompt = samples.get("prompt", self.prompt)
+        prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
+        texts = [p + t + CAPTION_END for p, t in zip(prompts, samples["text_input"])]
+        self.tokenizer.padding_side = "right"
+        tokens = self.tokenizer(texts, return_tensors="pt", padding="longest", truncation=True,
+                                max_length=self.max_txt_len).to(vis.device)
+        targets = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
+        prompt_lens = [len(ids) for ids in self.tokenizer(prompts).input_ids]
+        for row, n in enumerate(prompt_lens):
+            targets[row, :n] = -100
+        ignore_vis = torch.full(vis_atts.shape, -100, dtype=targets.dtype, device=vis.device)
+        llm_dtype = self.llm.get_input_embeddings().weight.dtype
+        embeds = torch.cat([vis.to(llm_dtype), self._embed_text(tokens.input_ids)], dim=1)
+        outputs = self.llm(inputs_embeds=embeds,
+                           attention_mask=torch.cat([vis_atts, tokens.attention_mask], dim=1),
+                           labels=torch.cat([ignore_vis, targets], dim=1), return_dict=True)
+        return {"loss": outputs.loss}
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False, num_beams: int = 5,
+                 max_length: int = 30, min_length: int = 1, top_p: float = 0.9,
+                 repetition_penalty: float = 1.0, length_penalty: float = 1.0, num_captions: int = 1,
+                 temperature: float = 1.0, prompt: Optional[str | list[str]] = None) -> list[str]:
+        """Captions (only the new text) for ``samples["image"]`` or ``samples["image_features"]``.
+
+        ``max_length``/``min_length`` count generated tokens. Returns ``num_captions`` strings per image.
+        """
+        vis, vis_atts = self.encode_image(samples)
+        prompt = samples.get("prompt", self.prompt) if prompt is None else prompt
+        prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
+        self.tokenizer.padding_side = "left"
+        tokens = self.tokenizer(prompts, return_tensors="pt", padding="longest").to(vis.device)
+        llm_dtype = self.llm.get_input_embeddings().weight.dtype
+        embeds = torch.cat([vis.to(llm_dtype), self._embed_text(tokens.input_ids)], dim=1)
+        atts = torch.cat([vis_atts, tokens.attention_mask.long()], dim=1)
+        out = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=atts, do_sample=use_nucleus_sampling, top_p=top_p,
+            temperature=temperature, num_beams=num_beams, max_new_tokens=max_length,
+            min_new_tokens=min_length, eos_token_id=self.end_token_id,
+            pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty, num_return_sequences=num_captions)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def predict_answers(self, samples: dict[str, Any], num_beams: int = 5, inference_method: str = "generate",
+                        max_len: int = 10, min_len: int = 1, num_ans_candidates: int = 128,
+                        answer_list: Optional[list[str]] = None, prompt: str = "Question: {} Short answer:",
+                        length_penalty: float = 0.0, **kwargs) -> list[str]:
+        """Zero-shot VQA answers with BLIP-2's prompt; lemmatised when ``apply_lemmatizer`` is set."""
+        if inference_method != "generate":
+            raise ValueError(f"run.inference_method: EVLGen answers by 'generate', not '{inference_method}'")
+        questions = samples["text_input"]
+        questions = [questions] if isinstance(questions, str) else questions
+        prompts = [prompt.format(q) if "{}" in prompt else prompt for q in questions]
+        answers = self.generate(samples, num_beams=num_beams, max_length=max_len, min_length=min_len,
+                                length_penalty=length_penalty, prompt=prompts)
+        return self._lemmatize(answers) if self._apply_lemmatizer else answers
+
+    def _lemmatize(self, answers: list[str]) -> list[str]:
+        if self._lemmatizer is None:
+            import spacy
+
+            try:
+                self._lemmatizer = spacy.load("en_core_web_sm")
+            except OSError as err:
+                raise RuntimeError(
+                    "model.apply_lemmatizer needs spaCy's 'en_core_web_sm' model, which is not installed: "
+                    "install it (python -m spacy download en_core_web_sm) or set apply_lemmatizer: false"
+                ) from err
+        docs = self._lemmatizer.pipe(answers)
+        return [" ".join(t.lemma_ if t.pos_ in ("NOUN", "VERB") else t.text for t in doc) for doc in docs]
+
+    # ------------------------------------------------------------------ reporting
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

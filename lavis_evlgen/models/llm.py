@@ -1,0 +1,68 @@
+"""Frozen language models (transformers' OPT and Llama) and their tokenizers, from local paths or configs."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM,
+                          PreTrainedTokenizerBase)
+
+from lavis_evlgen.models.byte_tokenizer import byte_tokenizer
+from lavis_evlgen.models.weights import require_weights
+
+logger = logging.getLogger(__name__)
+
+LLM_CLASSES: dict[str, tuple[type, type]] = {
+    "opt": (OPTForCausalLM, OPTConfig),
+    "llama": (LlamaForCausalLM, LlamaConfig),
+}
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+def part_dtype(precision: str, key: str) -> torch.dtype:
+    """The dtype a frozen part runs in: the configured one on GPU machines, fp32 on CPU-only ones."""
+    if precision not in DTYPES:
+        raise ValueError(f"{key}: precision must be one of {sorted(DTYPES)}, got '{precision}'")
+    return DTYPES[precision] if torch.cuda.is_available() else torch.float32
+
+def build_tokenizer(cfg: DictConfig, path: str | None) -> PreTrainedTokenizerBase:
+    """The LLM's own tokenizer, the folder named by ``model.llm.tokenizer``, or the built-in byte tokenizer."""
+    source = cfg.get("tokenizer") or path
+    if source == "byte":
+        return byte_tokenizer()
+    if source is None:
+        raise ValueError("model.llm.tokenizer: a random LLM needs a tokenizer ('byte' or a local folder)")
+    tokenizer = AutoTokenizer.from_pretrained(require_weights(source, "model.llm.tokenizer"),
+                                              local_files_only=True, use_fast=cfg.get("use_fast", True))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+def build_llm(cfg: DictConfig, arch: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Build the frozen LLM of family ``arch`` ('opt' or 'llama') and its tokenizer.
+
+    ``model.llm.path`` loads a local checkpoint; ``model.llm.config`` builds a random one (tests, skeletons).
+    """
+    model_cls, config_cls = LLM_CLASSES[arch]
+    path = cfg.get("path")
+    dtype = part_dtype(cfg.get("precision", "fp16"), "model.llm.precision")
+    if path:
+        path = require_weights(path, "model.llm.path")
+        model = model_cls.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+    else:
+        settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
+        model = model_cls(config_cls(**settings)).to(dtype)
+    tokenizer = build_tokenizer(cfg, path)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ValueError(f"model.llm: tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
+                         f"{model.get_input_embeddings().num_embeddings}")
+    logger.info("LLM %s (%s) in %s", arch, path or "random", dtype)
+    return model, tokenizer
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients and put the module in eval mode (it stays there: see EVLGenBase.train)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()

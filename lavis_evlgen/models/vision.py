@@ -1,0 +1,129 @@
+"""Frozen vision encoders, chosen by name from a registry (not an if-chain).
+
+Each factory takes the ``model.vision`` config and returns an ``nn.Module`` whose ``forward(image)``
+gives every token ``[B, N, D]`` (CLS first) and whose ``num_features`` is D. ``weights: null``
+builds the architecture with random weights (tests, skeletons on the meta device); a path loads a
+local file. EVA-ViT-g and CLIP-L come from LAVIS's own factories, pointed at the local file instead
+of LAVIS's download URL.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Callable, Iterator, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lavis_evlgen.models.weights import require_weights
+
+VisionFactory = Callable[[DictConfig], nn.Module]
+VISION_ENCODERS: dict[str, VisionFactory] = {}
+
+
+def register_vision_encoder(name: str) -> Callable[[VisionFactory], VisionFactory]:
+    """Decorator adding a factory to :data:`VISION_ENCODERS`."""
+    def wrap(factory: VisionFactory) -> VisionFactory:
+        VISION_ENCODERS[name] = factory
+        return factory
+    return wrap
+
+
+def build_vision_encoder(cfg: DictConfig) -> nn.Module:
+    """Build the encoder named by ``cfg.name``; unknown names list the registered ones."""
+    name = cfg.get("name")
+    if name not in VISION_ENCODERS:
+        raise ValueError(f"model.vision.name: unknown vision encoder '{name}'; "
+                         f"registered: {sorted(VISION_ENCODERS)}")
+    return VISION_ENCODERS[name](cfg)
+
+
+# File names LAVIS's ViT factories download into timm's hub cache ("LAVIS's cache").
+LAVIS_CACHE_FILES = {"eva_clip_g": "eva_vit_g.pth", "clip_L": "clip_vit_L.pth"}
+
+
+def _weights(cfg: DictConfig) -> Optional[str]:
+    """The configured local weights, else the file LAVIS would have cached, else None (random)."""
+    path = cfg.get("weights")
+    if path in (None, ""):
+        return None
+    if not os.path.exists(path) and cfg.name in LAVIS_CACHE_FILES:
+        from timm.models.hub import get_cache_dir
+
+        cached = os.path.join(get_cache_dir(), LAVIS_CACHE_FILES[cfg.name])
+        if os.path.exists(cached):
+            return cached
+    return require_weights(path, "model.vision.weights")
+
+
+@contextlib.contextmanager
+def _lavis_weights(module, path: Optional[str]) -> Iterator[None]:
+    """Point a LAVIS ViT factory's ``download_cached_file`` at a local file (or an empty state dict)."""
+    original = module.download_cached_file
+    with tempfile.TemporaryDirectory() as tmp:
+        if path is None:
+            path = os.path.join(tmp, "empty.pth")
+            torch.save({}, path)
+        module.download_cached_file = lambda *args, **kwargs: path
+        try:
+            yield
+        finally:
+            module.download_cached_file = original
+
+
+@register_vision_encoder("eva_clip_g")
+def eva_clip_g(cfg: DictConfig) -> nn.Module:
+    """EVA-CLIP ViT-g/14 (39 blocks, width 1408) as used by BLIP-2: 257 tokens at 224 px."""
+    from lavis.models import eva_vit
+
+    with _lavis_weights(eva_vit, _weights(cfg)):
+        return eva_vit.create_eva_vit_g(cfg.get("image_size", 224), cfg.get("drop_path_rate", 0.0),
+                                        cfg.get("use_grad_checkpoint", False), "fp32")
+
+
+@register_vision_encoder("clip_L")
+def clip_l(cfg: DictConfig) -> nn.Module:
+    """OpenAI CLIP ViT-L/14 (BLIP-2's 22-block cut, width 1024): 257 tokens at 224 px."""
+    from lavis.models import clip_vit
+
+    with _lavis_weights(clip_vit, _weights(cfg)):
+        return clip_vit.create_clip_vit_L(cfg.get("image_size", 224), cfg.get("use_grad_checkpoint", False),
+                                          "fp32")
+
+
+@register_vision_encoder("tiny_vit")
+def tiny_vit(cfg: DictConfig) -> nn.Module:
+    """A small random ViT (LAVIS's EVA ViT class) for tests and the ``tiny`` model type."""
+    from lavis.models.eva_vit import VisionTransformer
+
+    return VisionTransformer(
+        img_size=cfg.get("image_size", 32), patch_size=cfg.get("patch_size", 8),
+        embed_dim=cfg.get("width", 32), depth=cfg.get("depth", 2), num_heads=cfg.get("heads", 2),
+        mlp_ratio=2.0, qkv_bias=True, use_mean_pooling=False,
+        norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6),
+    )
+
+
+class HFVisionEncoder(nn.Module):
+    """A transformers vision backbone (e.g. Dinov2Model) returning ``last_hidden_state``."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = backbone.config.hidden_size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values=image).last_hidden_state
+
+
+@register_vision_encoder("dinov2")
+def dinov2(cfg: DictConfig) -> nn.Module:
+    """DINOv2 through transformers' Dinov2Model (the embedded ViT-S/14: 257 tokens at 224 px)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    path = _weights(cfg)
+    if path is None:
+        return HFVisionEncoder(Dinov2Model(Dinov2Config(**cfg.get("config", {}))))
+    return HFVisionEncoder(Dinov2Model.from_pretrained(path, local_files_only=True))

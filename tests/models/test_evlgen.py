@@ -1,0 +1,167 @@
+"""EVLGen models: build, loss, frozen parts, generation, VQA, checkpoints (tiny random parts, CPU)."""
+import pytest
+import torch
+
+import lavis_evlgen
+from lavis_evlgen.models.evlgen_base import CAPTION_END
+from lavis_evlgen.models.weights import MissingWeightsError
+
+ARCHS = ["evlgen_opt", "evlgen_vicuna"]
+
+
+def tiny(name):
+    model, vis, txt = lavis_evlgen.load_model_and_preprocess(name, "tiny", is_eval=False, device="cpu")
+    return model, vis, txt
+
+
+def batch(n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(n, 3, size, size, generator=g),
+            "text_input": ["a red circle", "two small blue squares"][:n]}
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_tiny_builds_with_processors(name):
+    model, vis, txt = tiny(name)
+    assert "eval" in vis and "train" in txt
+    assert model.tomeformer.config.hidden_size == 32
+    assert torch.isfinite(model(batch())["loss"])
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_only_connector_trains_and_frozen_parts_unchanged(name):
+    torch.manual_seed(0)
+    model, _, _ = tiny(name)
+    model.train()
+    assert not model.visual_encoder.training and not model.llm.training
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"ln_vision", "proj1", "tomeformer", "proj2"}
+    frozen_before = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss = model(batch())["loss"]
+    loss.backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad and "tomeformer.embeddings.word" not in n:
+            assert p.grad is not None, n
+        else:
+            assert p.grad is None, n
+    opt.step()
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen_before[n]), n
+
+
+def test_loss_covers_caption_tokens_only():
+    """Changing the prompt text must not change which tokens are scored: only caption + end marker."""
+    torch.manual_seed(0)
+    model, _, _ = tiny("evlgen_opt")
+    model.eval()
+    samples = batch(1)
+    captured = {}
+    hook = model.llm.register_forward_hook(lambda m, a, kw, out: captured.update(labels=kw["labels"]),
+                                           with_kwargs=True)
+    model({**samples, "prompt": "Describe: "})
+    hook.remove()
+    labels = captured["labels"][0]
+    scored = model.tokenizer.decode(labels[labels != -100])
+    assert scored == samples["text_input"][0] + CAPTION_END
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_generate_and_predict_answers_return_strings(name):
+    torch.manual_seed(0)
+    model, _, _ = tiny(name)
+    model.eval()
+    caps = model.generate(batch(2), num_beams=2, max_length=5, min_length=1)
+    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
+    caps = model.generate(batch(2), num_beams=1, max_length=4, use_nucleus_sampling=True, num_captions=3)
+    assert len(caps) == 6
+    answers = model.predict_answers({**batch(2), "text_input": ["what colour?", "how many shapes?"]},
+                                    num_beams=1, max_len=3)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_connector_training_lowers_the_loss():
+    """The frozen random tiny LLM can only be steered through the soft prompt, and it is."""
+    torch.manual_seed(0)
+    model, _, _ = tiny("evlgen_opt")
+    samples = {"image": torch.randn(1, 3, 32, 32), "text_input": ["a red circle"]}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    first = model(samples)["loss"].item()
+    for _ in range(30):
+        opt.zero_grad()
+        model(samples)["loss"].backward()
+        opt.step()
+    assert model(samples)["loss"].item() < first - 0.05
+
+
+def test_precomputed_features_give_the_same_loss():
+    torch.manual_seed(0)
+    model, _, _ = tiny("evlgen_opt")
+    model.eval()
+    samples = batch(2)
+    feats = model.vision_features(samples["image"])
+    assert feats.shape == (2, 17, 32)
+    a = model(samples)["loss"]
+    b = model({"image_features": feats, "text_input": samples["text_input"]})["loss"]
+    assert torch.allclose(a, b, atol=0, rtol=0)
+
+
+def test_checkpoint_round_trip_and_author_keys(tmp_path):
+    torch.manual_seed(0)
+    model, _, _ = tiny("evlgen_opt")
+    trained = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in model.TRAINABLE_PARTS}
+    torch.save({"model": trained}, tmp_path / "ours.pth")
+    authors = {}
+    for k, v in trained.items():
+        k = k.replace("tomeformer.", "VLconnector.", 1).replace("proj1.", "VL_proj.", 1).replace("proj2.", "opt_proj.", 1)
+        authors[k] = v
+    torch.save({"model": authors}, tmp_path / "authors.pth")
+    for name in ("ours.pth", "authors.pth"):
+        torch.manual_seed(1)
+        other, _, _ = tiny("evlgen_opt")
+        assert not torch.equal(other.proj1.weight, model.proj1.weight)
+        other.load_evlgen_checkpoint(str(tmp_path / name))
+        for k, v in trained.items():
+            assert torch.equal(other.state_dict()[k], v), k
+
+
+def test_bad_checkpoint_is_rejected(tmp_path):
+    model, _, _ = tiny("evlgen_opt")
+    torch.save({"model": {"proj1.weight": torch.zeros(3, 3)}}, tmp_path / "bad.pth")
+    with pytest.raises((ValueError, RuntimeError)):
+        model.load_evlgen_checkpoint(str(tmp_path / "bad.pth"))
+
+
+def test_missing_weights_name_the_config_key(tmp_path):
+    from omegaconf import OmegaConf
+    from lavis_evlgen.models.evlgen_opt import EVLGenOPT
+
+    cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model
+    cfg.llm.path = str(tmp_path / "nowhere")
+    with pytest.raises(MissingWeightsError, match=r"model\.llm\.path.*nowhere"):
+        EVLGenOPT.from_config(cfg)
+
+
+def test_default_model_type_and_unknown_name():
+    from lavis_evlgen.models.evlgen_opt import EVLGenOPT
+
+    assert EVLGenOPT.default_model_type() == "pretrain_opt2.7b"
+    with pytest.raises(ValueError, match="unknown model name 'nope'"):
+        lavis_evlgen.load_model_and_preprocess("nope")
+    with pytest.raises(ValueError, match="model.model_type"):
+        EVLGenOPT.default_config_path("nope")
+
+
+def test_lemmatizer_absent_gives_clear_message():
+    model, _, _ = tiny("evlgen_opt")
+    model._apply_lemmatizer = True
+    try:
+        import spacy
+        spacy.load("en_core_web_sm")
+    except OSError:
+        with pytest.raises(RuntimeError, match="en_core_web_sm"):
+            model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
+    else:
+        assert model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
