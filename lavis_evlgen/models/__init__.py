@@ -29,4 +29,6 @@ def refresh_model_zoo() -> None:
 from lavis_evlgen.models import evlgen_opt, evlgen_vicuna  # noqa: E402,F401  (register with LAVIS)
 from lavis_evlgen.models import evlgen_video  # noqa: E402,F401  (register with LAVIS)
 
+from lavis_evlgen.models import blip2  # noqa: E402,F401  (BLIP-2 baselines, register with LAVIS)
+
 refresh_model_zoo()
