@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from lavis.common.registry import registry
+from omegaconf import OmegaConf
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -12,9 +13,10 @@ CONFIG_ROOT = REPO_ROOT / "configs"
 
 
 def register_paths() -> None:
-    """Tell LAVIS where our configs live (idempotent)."""
+    """Tell LAVIS where our configs live, and let configs say ``${evlgen_cache:}`` (idempotent)."""
     if "evlgen_root" not in registry.mapping["paths"]:
         registry.register_path("evlgen_root", str(REPO_ROOT))
+    OmegaConf.register_resolver("evlgen_cache", lambda: str(cache_dir()), replace=True)
 
 
 def config_path(relative: str) -> str:

@@ -12,5 +12,6 @@ class EVLGenVicuna(EVLGenBase):
     DEFAULT_MODEL_TYPE = "pretrain_vicuna7b"
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_vicuna7b": "models/evlgen_vicuna/pretrain_vicuna7b.yaml",
+        "embedded": "models/evlgen_vicuna/embedded.yaml",
         "tiny": "models/evlgen_vicuna/tiny.yaml",
     }
