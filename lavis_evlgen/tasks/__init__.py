@@ -1,0 +1,2 @@
+"""Tasks registered with LAVIS on import (select with ``run.task``)."""
+from lavis_evlgen.tasks import captioning  # noqa: F401

@@ -1,0 +1,186 @@
+"""Crash-safe training checkpoints: atomic writes, last-K retention, a best copy, RNG capture.
+
+A checkpoint is one ``torch.save`` dict (see ``RunnerEvlgen.training_state``). It is written to a
+temporary file in the target folder, flushed and fsynced, then renamed over the target with
+``os.replace`` and the folder fsynced, so a reader sees either the previous complete file or the new
+complete file, never a partial one. ``checkpoint_latest.pth`` and ``checkpoint_best.pth`` are hard
+links to numbered files (``checkpoint_<iteration>.pth``), swapped in the same atomic way, so they
+survive the pruning of numbered files beyond the last K.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+LATEST = "checkpoint_latest.pth"
+BEST = "checkpoint_best.pth"
+_NUMBERED = re.compile(r"^checkpoint_(\d+)\.pth$")
+_TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: str) -> str:
+    """A temporary name next to ``path``, private to this process, hidden from checkpoint listings."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f"{_TMP_PREFIX}{name}.{os.getpid()}")
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` such that ``path`` is never seen half-written."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = _temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` name the same file as ``src``, replacing ``dst`` atomically.
+
+    Uses a hard link; where the file system has none, a full copy (fsynced) takes its place.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    folder = os.path.dirname(os.path.abspath(dst))
+    tmp = _temp_name(dst)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, dst)
+    _fsync_dir(folder)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU; a clear error for a missing or unreadable file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise RuntimeError(f"checkpoint {path} is unreadable: {err}") from err
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict without frozen parameters (buffers are kept, as LAVIS does)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a :func:`trainable_state_dict`; every trainable parameter must be present.
+
+    Raises ValueError naming ``source`` and the offending keys when a trainable parameter is
+    missing or the checkpoint holds keys the model does not have.
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    missing_trainable = [k for k in missing if k not in frozen]
+    if missing_trainable or unexpected:
+        raise ValueError(f"checkpoint {source} does not fit the model: missing trainable "
+                         f"{missing_trainable[:8]}, unexpected {list(unexpected)[:8]}")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch CPU and (if present) CUDA generator states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states only where CUDA is present)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class CheckpointManager:
+    """Numbered checkpoints in ``folder`` with ``latest`` and ``best`` links and last-K retention."""
+
+    def __init__(self, folder: str | os.PathLike, keep_last_k: int):
+        if keep_last_k < 0:
+            raise ValueError(f"run.keep_last_k: must be >= 0, got {keep_last_k}")
+        self.folder = Path(folder)
+        self.keep_last_k = keep_last_k
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(_TMP_PREFIX + "*"):
+            stale.unlink()
+
+    @property
+    def latest_path(self) -> Path:
+        return self.folder / LATEST
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / BEST
+
+    def numbered(self) -> list[tuple[int, Path]]:
+        """``(iteration, path)`` of the numbered checkpoints present, oldest first."""
+        found = []
+        for p in self.folder.iterdir():
+            m = _NUMBERED.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def save(self, state: dict[str, Any], iteration: int, is_best: bool = False) -> Path:
+        """Write ``checkpoint_<iteration>.pth``, point ``latest`` (and ``best``) at it, prune old ones."""
+        path = self.folder / f"checkpoint_{iteration}.pth"
+        atomic_save(state, path)
+        atomic_link(path, self.latest_path)
+        if is_best:
+            atomic_link(path, self.best_path)
+        self._prune()
+        logger.info("saved checkpoint at iteration %d to %s%s", iteration, path, " (best)" if is_best else "")
+        return path
+
+    def _prune(self) -> None:
+        numbered = self.numbered()
+        excess = len(numbered) - self.keep_last_k
+        for _, old in numbered[:max(excess, 0)]:
+            old.unlink()
+

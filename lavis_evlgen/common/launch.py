@@ -1,0 +1,96 @@
+"""The flow behind ``train.py`` and ``evaluate.py``: LAVIS's CLI and steps, on CPU or GPU, one or many processes.
+
+``--cfg-path X [--options key=value ...]`` -> check the config (clear error naming the key, exit 2)
+-> join torchrun's process group (nccl on GPUs, gloo on CPUs) -> seed -> task, datasets, model ->
+the runner named by ``run.runner`` (default ``runner_evlgen``) -> train, or evaluate the test splits.
+A non-finite loss under ``run.on_nonfinite_loss: stop`` ends the run with exit status 3.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import datetime
+from typing import Sequence
+
+import torch
+from lavis.common.config import Config
+from lavis.common.dist_utils import get_rank
+from lavis.common.logger import setup_logger
+from lavis.common.registry import registry
+from lavis.tasks import setup_task
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lavis_evlgen.common.checkpoint import seed_all
+from lavis_evlgen.common.config_check import DEFAULT_RUNNER, ConfigError, check_config
+from lavis_evlgen.common.distributed import (broadcast_object, describe_process, init_distributed,
+                                             shutdown_distributed)
+from lavis_evlgen.runners.runner_evlgen import NonFiniteLossError
+
+EXIT_CONFIG_ERROR = 2
+EXIT_NONFINITE_LOSS = 3
+
+
+def parse_args(argv: Sequence[str], description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cfg-path", required=True, help="path to the experiment YAML")
+    parser.add_argument("--options", nargs="+", default=[],
+                        help="override config settings: key=value ... (e.g. run.max_iters=100)")
+    return parser.parse_args(list(argv))
+
+
+def merged_config(args: argparse.Namespace) -> DictConfig:
+    """The experiment YAML with ``--options`` applied (ConfigError for an unreadable file or option)."""
+    if not os.path.isfile(args.cfg_path):
+        raise ConfigError(f"--cfg-path: no such file: {args.cfg_path}")
+    try:
+        return OmegaConf.merge(OmegaConf.load(args.cfg_path), OmegaConf.from_dotlist(args.options))
+    except (OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(f"--cfg-path/--options: cannot read the config: {err}") from err
+
+
+def main(argv: Sequence[str], evaluate_only: bool) -> int:
+    """Run training (or evaluation) for a LAVIS config; returns the process exit status."""
+    args = parse_args(argv, "Evaluate a model" if evaluate_only else "Train a model")
+    try:
+        check_config(merged_config(args), evaluate_only=evaluate_only)
+        cfg = Config(args)
+        if evaluate_only:
+            cfg.run_cfg.evaluate = True
+        run(cfg, evaluate_only)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except NonFiniteLossError as err:
+        logging.error("%s", err)
+        return EXIT_NONFINITE_LOSS
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def run(cfg: Config, evaluate_only: bool) -> None:
+    """Set up processes, logging and seeds; build task, datasets, model and runner; train or evaluate.
+
+    The runner (and its DDP wrapper) is released on return, before the process group is shut down.
+    """
+    run_cfg = cfg.run_cfg
+    init_distributed(run_cfg)
+    setup_logger()
+    logging.info(describe_process(run_cfg))
+    seed_all(int(run_cfg.get("seed", 42)) + get_rank())
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    job_id = str(run_cfg.get("job_id") or broadcast_object(datetime.now().strftime("%Y%m%d%H%M%S")))
+    cfg.pretty_print()
+    task = setup_task(cfg)
+    datasets = task.build_datasets(cfg)
+    model = task.build_model(cfg)
+    runner = registry.get_runner_class(run_cfg.get("runner", DEFAULT_RUNNER))(
+        cfg=cfg, job_id=job_id, task=task, model=model, datasets=datasets)
+    if evaluate_only:
+        runner.evaluate(cur_epoch="eval", skip_reload=True)
+    else:
+        runner.train()

@@ -1,0 +1,106 @@
+"""Data loaders for runner_evlgen: a resumable training stream and plain evaluation loaders.
+
+Batches may carry ``n_skipped`` (unreadable samples dropped by the collater, see
+``lavis_evlgen.datasets.datasets.caption``); :class:`SkipCountingCollate` guarantees the key on every
+batch, whatever the dataset's own collater does with ``None`` samples.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data.dataloader import default_collate
+
+from lavis_evlgen.common.data_order import ResumableSampler, SeededSampleDataset
+from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
+
+logger = logging.getLogger(__name__)
+
+
+class SkipCountingCollate:
+    """Drops ``None`` samples, collates the rest with ``collater``, adds their count to ``n_skipped``."""
+
+    def __init__(self, collater: Optional[Callable[[list], dict]]):
+        self.collater = collater or default_collate
+
+    def __call__(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
+        kept = [s for s in samples if s is not None]
+        batch: dict[str, Any] = self.collater(kept) if kept else {}
+        batch[SKIPPED_KEY] = int(batch.get(SKIPPED_KEY, 0)) + len(samples) - len(kept)
+        return batch
+
+
+class ResumableTrainLoader:
+    """An endless batch stream whose position ``(epoch, batches)`` can be saved and restored.
+
+    Each data epoch is one pass of a :class:`ResumableSampler` with ``drop_last``; the data-loader
+    iterator is created lazily at the current position, from a generator of its own so that creating
+    it never draws from the global torch generator (which dropout uses).
+    """
+
+    def __init__(self, dataset: Dataset, collater: Optional[Callable], batch_size: int, num_workers: int,
+                 seed: int, rank: int, world_size: int, pin_memory: bool):
+        self.seeded = SeededSampleDataset(dataset, seed)
+        self.sampler = ResumableSampler(len(dataset), seed, rank, world_size, shuffle=True)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_per_epoch = self.sampler.per_rank // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"run.batch_size_train={batch_size} exceeds the {self.sampler.per_rank} "
+                             f"training samples each of the {world_size} process(es) gets")
+        self.loader = DataLoader(self.seeded, batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=num_workers, collate_fn=SkipCountingCollate(collater),
+                                 drop_last=True, pin_memory=pin_memory, generator=torch.Generator())
+        self.epoch = 0
+        self.batches = 0
+        self._iterator = None
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self) -> "ResumableTrainLoader":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._iterator is None:
+            self._start()
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self.epoch += 1
+            self.batches = 0
+            self._start()
+            batch = next(self._iterator)
+        self.batches += 1
+        return batch
+
+    def _start(self) -> None:
+        self.sampler.set_position(self.epoch, self.batches * self.batch_size)
+        self.seeded.epoch = self.epoch
+        self.loader.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        self._iterator = iter(self.loader)
+
+    def state_dict(self) -> dict[str, int]:
+        """Position: data epoch and samples of it this rank has consumed."""
+        return {"epoch": self.epoch, "samples": self.batches * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.batches = int(state["samples"]) // self.batch_size
+        if self.batches * self.batch_size != int(state["samples"]):
+            logger.warning("resuming at sample %d of epoch %d, not a multiple of the batch size %d: "
+                           "continuing from sample %d", state["samples"], self.epoch, self.batch_size,
+                           self.batches * self.batch_size)
+        self._iterator = None
+
+
+def eval_loader(dataset: Dataset, collater: Optional[Callable], batch_size: int, num_workers: int,
+                rank: int, world_size: int, pin_memory: bool) -> DataLoader:
+    """In-order loader; with several ranks each reads its share (padded, duplicates removed later)."""
+    sampler = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+               if world_size > 1 else None)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=num_workers, collate_fn=SkipCountingCollate(collater), drop_last=False,
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,89 @@
+"""evlgen_captioning: local ground truth, COCO metrics without SPICE, duplicate removal, skip counts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lavis.common.registry import registry
+from omegaconf import OmegaConf
+
+import lavis_evlgen  # noqa: F401
+from lavis_evlgen.tasks.caption_metrics import METRICS
+from lavis_evlgen.tasks.captioning import EvlgenCaptionTask
+
+CAPTIONS = {1: ["a red cat sits on the mat", "a cat on a mat"],
+            2: ["a blue dog runs on the grass", "a dog running"],
+            3: ["a small bird on a branch", "a bird sitting on a tree"]}
+
+
+@pytest.fixture
+def gt_file(tmp_path):
+    anns = [{"image_id": i, "caption": c, "id": 10 * i + k} for i, cs in CAPTIONS.items() for k, c in enumerate(cs)]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"images": [{"id": i} for i in CAPTIONS], "annotations": anns}))
+    return str(path)
+
+
+class FakeDataset:
+    def __init__(self, gt_file):
+        self.gt_file = gt_file
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from lavis_evlgen.models import load_model_and_preprocess
+
+    model, _, _ = load_model_and_preprocess("evlgen_opt", "tiny", is_eval=True)
+    return model
+
+
+def make_task(**run):
+    cfg = OmegaConf.create({"run": {"task": "evlgen_captioning", **run}})
+    return registry.get_task_class("evlgen_captioning").setup_task(cfg=type("C", (), {"run_cfg": cfg.run})())
+
+
+def test_registered_with_defaults():
+    task = make_task()
+    assert isinstance(task, EvlgenCaptionTask)
+    assert (task.num_beams, task.max_len, task.min_len, task.report_metric) == (5, 30, 8, True)
+
+
+def test_valid_step_captions_each_image_and_counts_skips(tiny_model, gt_file):
+    task = make_task(num_beams=1, max_len=3, min_len=1)
+    task.before_evaluation(model=tiny_model, dataset=FakeDataset(gt_file))
+    assert task.gt_file == gt_file
+    results = task.valid_step(tiny_model, {"image": torch.randn(2, 3, 32, 32), "image_id": torch.tensor([3, 1]),
+                                           "n_skipped": 2})
+    results += task.valid_step(tiny_model, {"n_skipped": 1})
+    assert [r["image_id"] for r in results] == [3, 1]
+    assert all(isinstance(r["caption"], str) for r in results)
+    assert task.eval_skipped == 3
+
+
+def test_after_evaluation_dedups_and_reports(tmp_path, gt_file, tiny_model, monkeypatch):
+    monkeypatch.setitem(registry.mapping["paths"], "result_dir", str(tmp_path))
+    monkeypatch.setitem(registry.mapping["paths"], "output_dir", str(tmp_path))
+    task = make_task()
+    task.before_evaluation(model=tiny_model, dataset=FakeDataset(gt_file))
+    task.eval_skipped = 4
+    predictions = [{"image_id": 1, "caption": CAPTIONS[1][0]}, {"image_id": 2, "caption": CAPTIONS[2][0]},
+                   {"image_id": 1, "caption": CAPTIONS[1][0]}]
+    metrics = task.after_evaluation(val_result=predictions, split_name="val", epoch="iter5")
+    merged = json.loads((tmp_path / "val_iter5.json").read_text())
+    assert sorted(r["image_id"] for r in merged) == [1, 2]
+    assert set(METRICS) <= set(metrics) and "SPICE" not in metrics
+    assert metrics["images_unscored"] == 1
+    assert metrics["skipped_samples"] == 4
+    assert metrics["Bleu_4"] > 0.9 and metrics["CIDEr"] > 0
+    assert metrics["agg_metrics"] == pytest.approx(metrics["CIDEr"] + metrics["Bleu_4"])
+    logged = json.loads((tmp_path / "evaluate.txt").read_text().splitlines()[-1])
+    assert logged["val"]["CIDEr"] == metrics["CIDEr"]
+
+
+def test_missing_ground_truth_names_the_config_key(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setitem(registry.mapping["paths"], "result_dir", str(tmp_path))
+    task = make_task()
+    task.before_evaluation(model=tiny_model, dataset=object())
+    with pytest.raises(ValueError, match="build_info.annotations.test.gt"):
+        task.after_evaluation(val_result=[{"image_id": 1, "caption": "x"}], split_name="test", epoch="eval")
