@@ -1,0 +1,130 @@
+"""Connector MACs of the tiny configs against hand counts (every matrix product written out)."""
+import json
+from math import ceil, floor
+
+import pytest
+import torch.distributed as dist
+import yaml
+
+from lavis_evlgen.tools import flops
+
+# Tiny shapes (configs/models/*/tiny.yaml): ViT 16 patches + CLS = 17 tokens of width 32; connector width
+# H = 32 with 2 heads (head_dim 16) and FFN 64, 2 layers; LLM width 32.
+N, D_VIT, H, HEAD, FFN, D_LLM = 17, 32, 32, 16, 64, 32
+
+
+def linear(tokens, d_in, d_out):
+    return tokens * d_in * d_out
+
+
+def self_attention(tokens_q, tokens_k=None):
+    """Q, K, V and output projections, plus Q.K^T and A.V (keys may include cached ones)."""
+    tokens_k = tokens_q if tokens_k is None else tokens_k
+    new_kv = tokens_q  # K and V are projected only for the new tokens
+    return (linear(tokens_q, H, H) + 2 * linear(new_kv, H, H) + linear(tokens_q, H, H)
+            + 2 * tokens_q * tokens_k * H)
+
+
+def cross_attention(queries):
+    return linear(queries, H, H) + 2 * linear(N, D_VIT, H) + 2 * queries * N * H + linear(queries, H, H)
+
+
+def ffn(tokens):
+    return linear(tokens, H, FFN) + linear(tokens, FFN, H)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leftover_group():
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def count(tmp_path, arch, capsys, batch=2, **run):
+    cfg = {"model": {"arch": arch, "model_type": "tiny"}}
+    if run:
+        cfg["run"] = run
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert flops.main(["--cfg-path", str(path), "--json", "--batch", str(batch)]) == 0
+    [stage] = json.loads(capsys.readouterr().out)
+    return stage
+
+
+def test_evlgen_tiny_matches_hand_count(tmp_path, capsys):
+    """r = 2 per layer: 17 -> 15 -> 13 tokens; attention and FFN see the merged counts; ToMe's key
+    similarity is ceil(T/2) x floor(T/2) x head_dim."""
+    t0, t1, t2 = 17, 15, 13
+    layer = [self_attention(t) + ceil(t / 2) * floor(t / 2) * HEAD + ffn(t_out)
+             for t, t_out in ((t0, t1), (t1, t2))]
+    expected = linear(N, D_VIT, H) + sum(layer) + linear(t2, H, D_LLM)
+    stage = count(tmp_path, "evlgen_opt", capsys)
+    assert stage["stage"] == "EVLGen"
+    assert stage["macs_per_sample"] == expected == 311_424
+    assert stage["tokens_per_layer"] == [15, 13] and stage["connector_tokens"] == 13
+    assert stage["passes"][0]["macs_per_sample"] == sum(layer)
+    assert stage["calls_per_step"] == 1 and stage["sample_passes_per_sample"] == 1
+
+
+def test_blip2_stage2_tiny_matches_hand_count(tmp_path, capsys):
+    """4 queries; layer 0 has cross-attention to the 17 ViT tokens (cross_attention_freq 2), layer 1 not."""
+    q = 4
+    qformer = (self_attention(q) + cross_attention(q) + ffn(q)) + (self_attention(q) + ffn(q))
+    stage = count(tmp_path, "blip2_stage2_llama", capsys)
+    assert stage["macs_per_sample"] == qformer + linear(q, H, D_LLM) == 119_040
+    assert stage["passes"][0]["macs_per_sample"] == qformer
+
+
+def test_blip2_stage1_tiny_matches_hand_count(tmp_path, capsys):
+    """Four Q-Former calls per step, six sample-passes per sample: queries (ITC), caption (ITC), queries +
+    caption on 3x the batch (ITM), caption decoder over cached queries (ITG); then heads and the LM head."""
+    q, t, batch, embed, vocab = 4, 16, 2, 16, 30523  # max_txt_len 16, embed_dim 16, vocab + [DEC]
+    queries = (self_attention(q) + cross_attention(q) + ffn(q)) + (self_attention(q) + ffn(q))
+    text = 2 * (self_attention(t) + ffn(t))
+    itm = ((self_attention(q + t) + cross_attention(q) + ffn(q) + ffn(t))
+           + (self_attention(q + t) + ffn(q) + ffn(t)))
+    itg = 2 * (self_attention(t, tokens_k=q + t) + ffn(t))
+    heads = (linear(q, H, embed) + linear(1, H, embed)          # vision_proj on queries, text_proj on [CLS]
+             + 2 * batch * q * embed                            # ITC similarities, both directions
+             + 3 * linear(q, H, 2)                              # ITM head on the 3x batch's queries
+             + linear(t, H, H) + linear(t, H, vocab))           # LM head: transform + decoder
+    stage = count(tmp_path, "blip2_stage1", capsys, batch=batch)
+    by_name = {p["pass"].split(":")[0]: p for p in stage["passes"]}
+    assert by_name["queries over the image (ITC)"]["macs_per_sample"] == queries
+    assert by_name["ITC"]["macs_per_sample"] == text
+    assert by_name["ITM"]["macs_per_sample"] == 3 * itm and by_name["ITM"]["batch_multiple"] == 3
+    assert by_name["ITG"]["macs_per_sample"] == itg
+    assert stage["other_macs_per_sample"] == heads
+    assert stage["macs_per_sample"] == queries + text + 3 * itm + itg + heads
+    assert stage["calls_per_step"] == 4 and stage["sample_passes_per_sample"] == 6
+
+
+def test_schedule_totals_use_the_global_batch(tmp_path, capsys):
+    stage = count(tmp_path, "evlgen_opt", capsys, max_iters=10, batch_size_train=3, world_size=4,
+                  accum_grad_iters=2)
+    assert stage["run"]["global_batch"] == 24
+    assert stage["run"]["connector_macs_forward"] == stage["macs_per_sample"] * 24 * 10
+
+
+def test_markdown_table_and_comparison_configs(tmp_path, capsys):
+    cfg = {"methods": {"a": {"model": {"arch": "evlgen_vicuna", "model_type": "tiny"}},
+                       "b": {"model": {"arch": "blip2_stage2_opt", "model_type": "tiny"}}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert flops.main(["--cfg-path", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| EVLGen | EVLGenVicuna | 17 x 32 | 13 | 311.42 k |" in out
+    assert "| BLIP-2 stage 2 | Blip2Stage2OPT | 17 x 32 | 4 | 119.04 k |" in out
+
+
+def test_bad_inputs_are_named(tmp_path, capsys):
+    assert flops.main(["--cfg-path", str(tmp_path / "none.yaml")]) == 2
+    assert "--cfg-path" in capsys.readouterr().err
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"run": {}}))
+    with pytest.raises(ValueError, match="methods"):
+        flops.main(["--cfg-path", str(path)])
+    built, tokens, width = flops.build_shape_model(flops.OmegaConf.create({"arch": "blip2_stage1",
+                                                                           "model_type": "tiny"}))
+    with pytest.raises(ValueError, match="--batch"):
+        flops.count_stage(built, tokens, width, batch=1)
