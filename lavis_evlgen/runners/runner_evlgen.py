@@ -33,7 +33,7 @@ from lavis.common.dist_utils import get_rank, get_world_size, is_main_process
 from lavis.common.registry import registry
 from lavis.datasets.data_utils import apply_to_sample, concat_datasets, reorg_datasets_by_split
 from lavis.runners.runner_base import RunnerBase
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
 
@@ -72,7 +72,8 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite and ``run.on_nonfinite_loss`` is ``stop``."""
 
 
-def _positive_int(run: DictConfig, key: str, minimum: int = 1) -> None:
+def _check_int(run: DictConfig, key: str, minimum: int = 1) -> None:
+    """ConfigError unless ``run.<key>`` is absent or an integer >= ``minimum``."""
     value = run.get(key)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
         raise ConfigError(f"run.{key}: must be an integer >= {minimum}, got {value!r}")
@@ -91,7 +92,6 @@ class RunnerEvlgen(RunnerBase):
         self.iteration = 0
         self.best: dict[str, Any] = {"agg_metrics": None, "iteration": None, "path": None}
         self.last_saved: Optional[str] = None
-        self._train_loader: Optional[ResumableTrainLoader] = None
         self.checkpoints = (CheckpointManager(self.output_dir, int(run.get("keep_last_k", 2)))
                             if is_main_process() else None)
 
@@ -114,11 +114,11 @@ class RunnerEvlgen(RunnerBase):
                                   f"{sorted(registry.mapping['lr_scheduler_name_mapping'])}")
         for key in ("max_iters", "max_epoch", "iters_per_inner_epoch", "save_every_iters", "batch_size_train",
                     "batch_size_eval", "accum_grad_iters", "log_freq"):
-            _positive_int(run, key)
+            _check_int(run, key)
         if run.get("amp_dtype", "bf16") not in AMP_DTYPES:
             raise ConfigError(f"run.amp_dtype: expected one of {sorted(AMP_DTYPES)}, got '{run.amp_dtype}'")
-        _positive_int(run, "keep_last_k", minimum=0)
-        _positive_int(run, "num_workers", minimum=0)
+        _check_int(run, "keep_last_k", minimum=0)
+        _check_int(run, "num_workers", minimum=0)
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
             raise ConfigError(f"run.on_nonfinite_loss: expected one of {list(NONFINITE_POLICIES)}, "
                               f"got '{run.on_nonfinite_loss}'")
@@ -206,20 +206,25 @@ class RunnerEvlgen(RunnerBase):
 
     @property
     def dataloaders(self) -> dict:
-        """Resumable loaders for ``run.train_splits``, in-order loaders for the other splits."""
+        """Resumable loaders for the training split, in-order loaders for the splits evaluated."""
         if self._dataloaders is None:
             run = self.config.run_cfg
             self.datasets = concat_datasets(reorg_datasets_by_split(self.datasets))
             rank, world = get_rank(), get_world_size()
             pin = self.cuda_enabled
             workers = int(run.get("num_workers", 2))
+            training = [] if self.evaluate_only else list(self.train_splits)
             loaders = {}
-            for split, dataset in self.datasets.items():
+            for split in dict.fromkeys(training + list(self.valid_splits) + list(self.test_splits)):
+                if split not in self.datasets:
+                    raise ConfigError(f"run.train_splits/valid_splits/test_splits: no split '{split}' in the "
+                                      f"datasets; have {sorted(self.datasets)}")
+                dataset = self.datasets[split]
                 if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
                     raise ValueError(f"runner_evlgen needs map-style datasets; split '{split}' is "
                                      f"{type(dataset).__name__}")
                 collater = self._collater(dataset)
-                if split in self.train_splits:
+                if split in training:
                     loaders[split] = ResumableTrainLoader(dataset, collater, int(run.batch_size_train), workers,
                                                           int(run.get("seed", 42)), rank, world, pin)
                 else:
@@ -323,7 +328,8 @@ class RunnerEvlgen(RunnerBase):
         self.iteration += 1
         if not math.isfinite(mean_loss):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._nonfinite(mean_loss), skipped
+            self._nonfinite(mean_loss)
+            return None, skipped
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -333,6 +339,7 @@ class RunnerEvlgen(RunnerBase):
         return mean_loss, skipped
 
     def _nonfinite(self, loss: float) -> None:
+        """Stop (NonFiniteLossError naming the step) or log the dropped update, per run.on_nonfinite_loss."""
         step = self.iteration
         if self.on_nonfinite == "stop":
             last = self.last_saved or "none (no checkpoint saved yet)"
@@ -373,20 +380,17 @@ class RunnerEvlgen(RunnerBase):
     @torch.no_grad()
     def eval_epoch(self, split_name: str, cur_epoch: Any, skip_reload: bool = False) -> Optional[dict]:
         """Evaluate one split; the metrics (computed on rank 0) are returned on every rank."""
-        if split_name not in self.dataloaders:
-            raise ConfigError(f"run.valid_splits/test_splits: no split '{split_name}' in the datasets; "
-                              f"have {sorted(self.dataloaders)}")
+        loader = self.dataloaders[split_name]
         model = self.unwrap_dist_model(self.model)
         if not skip_reload and cur_epoch == "best":
             self._reload_best_model(model)
         model.eval()
         self.task.before_evaluation(model=model, dataset=self.datasets[split_name])
         with self.precision.autocast():
-            results = self.task.evaluation(model, self.dataloaders[split_name], cuda_enabled=self.cuda_enabled)
+            results = self.task.evaluation(model, loader, cuda_enabled=self.cuda_enabled)
         metrics = None
         if results is not None:
             metrics = self.task.after_evaluation(val_result=results, split_name=split_name, epoch=cur_epoch)
-        model.train()
         return broadcast_object(metrics)
 
     def evaluate(self, cur_epoch: Any = "best", skip_reload: bool = False) -> dict[str, Any]:
@@ -422,7 +426,7 @@ class RunnerEvlgen(RunnerBase):
                 "rng": rng,
                 "world_size": get_world_size(),
                 "best": dict(self.best),
-                "config": self.config.to_dict(),
+                "config": OmegaConf.to_container(self.config.config, resolve=True),
             }
             self.checkpoints.save(state, self.iteration, is_best=is_best)
         self.last_saved = f"{self.output_dir / 'checkpoint_latest.pth'} (iteration {self.iteration})"

@@ -94,3 +94,19 @@ def test_nonfinite_loss_skip_drops_updates_and_counts_them(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert stats(out, "train_")[-1]["train_nonfinite_steps"] == 5
     assert max_difference(checkpoint_params(out / "checkpoint_1.pth"), checkpoint_params(out / "checkpoint_6.pth")) == 0
+
+
+def test_epoch_based_config_with_a_lavis_scheduler(tmp_path):
+    data = write_caption_data(tmp_path / "data", n_train=4)  # 8 records: 4 batches of 2 per data epoch
+    config = experiment(data, tmp_path / "out", valid_splits=[], test_splits=[], max_epoch=2,
+                        lr_sched="linear_warmup_cosine_lr")
+    for key in ("max_iters", "iters_per_inner_epoch", "save_every_iters"):
+        del config["run"][key]
+    proc = launch(write_experiment(tmp_path / "exp.yaml", config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out" / "run"
+    train = stats(out, "train_")
+    assert [s["train_iteration"] for s in train] == [4, 8]
+    assert train[0]["train_lr"] == pytest.approx(1e-3)  # warmed up within epoch 0
+    assert train[1]["train_lr"] == pytest.approx(1e-4 + (1e-3 - 1e-4) * 0.5)  # LAVIS cosine at epoch 1 of 2
+    assert (out / "checkpoint_4.pth").is_file() and (out / "checkpoint_8.pth").is_file()
