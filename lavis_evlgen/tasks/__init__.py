@@ -1,2 +1,3 @@
 """Tasks registered with LAVIS on import (select with ``run.task``)."""
 from lavis_evlgen.tasks import captioning  # noqa: F401
+from lavis_evlgen.tasks import scst  # noqa: F401
