@@ -135,3 +135,25 @@ class CachedFeaturesDataset(Dataset):
         if name == "dataset":
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+def apply_feature_cache(datasets: dict[str, dict[str, Dataset]], model: torch.nn.Module, encoder_id: str,
+                        root: Path) -> dict[str, dict[str, Dataset]]:
+    """Serve every split of every dataset from the cache (``run.feature_cache``); rank 0 computes it."""
+    from lavis.common.dist_utils import is_main_process
+
+    from lavis_evlgen.common.distributed import barrier
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return model.vision_features(images.to(model.device))
+
+    cached: dict[str, dict[str, Dataset]] = {}
+    for name, splits in datasets.items():
+        cached[name] = {}
+        for split, dataset in splits.items():
+            if is_main_process():
+                cache_features(dataset, encode, encoder_id, root)
+            barrier()
+            folder = cache_features(dataset, encode, encoder_id, root, progress=False)
+            cached[name][split] = CachedFeaturesDataset(dataset, folder)
+    return cached

@@ -22,6 +22,7 @@ Subclasses LAVIS's RunnerBase and replaces the parts that only work on CUDA or c
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -44,8 +45,11 @@ from lavis_evlgen.common.checkpoint import (CheckpointManager, capture_rng_state
 from lavis_evlgen.common.config_check import ConfigError, require
 from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, barrier, broadcast_object
 from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
+from lavis_evlgen.common.paths import cache_dir
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
+from lavis_evlgen.datasets.feature_cache import apply_feature_cache
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader, eval_loader
+from lavis_evlgen.tools.loss_curve import LOSS_LOG
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +213,8 @@ class RunnerEvlgen(RunnerBase):
         """Resumable loaders for the training split, in-order loaders for the splits evaluated."""
         if self._dataloaders is None:
             run = self.config.run_cfg
+            if run.get("feature_cache", False):
+                self.datasets = self._feature_cached(self.datasets)
             self.datasets = concat_datasets(reorg_datasets_by_split(self.datasets))
             rank, world = get_rank(), get_world_size()
             pin = self.cuda_enabled
@@ -233,6 +239,13 @@ class RunnerEvlgen(RunnerBase):
                 logger.info("split %s: %d records", split, len(dataset))
             self._dataloaders = loaders
         return self._dataloaders
+
+    def _feature_cached(self, datasets: dict) -> dict:
+        """``run.feature_cache``: frozen ViT outputs computed once (keyed by the vision config), then read."""
+        model = self.unwrap_dist_model(self.model)
+        vision = OmegaConf.to_yaml(self.config.model_cfg.get("vision", {}), resolve=True)
+        root = Path(self.config.run_cfg.get("feature_cache_dir", cache_dir() / "features"))
+        return apply_feature_cache(datasets, model, f"{self.config.model_cfg.arch}\n{vision}", root)
 
     @staticmethod
     def _collater(dataset: Dataset):
@@ -291,6 +304,7 @@ class RunnerEvlgen(RunnerBase):
                 nonfinite += 1
             else:
                 losses.append(loss)
+                self._log_loss(loss)
             if self.iteration % self.log_freq == 0 or self.iteration == end:
                 logger.info("iteration %d/%d  loss %s  lr %.3e  %.3f s/it", self.iteration, self.max_iters,
                             "dropped" if loss is None else f"{loss:.4f}", self.optimizer.param_groups[0]["lr"],
@@ -302,6 +316,13 @@ class RunnerEvlgen(RunnerBase):
                 "lr": self.optimizer.param_groups[0]["lr"], "skipped_samples": skipped,
                 "nonfinite_steps": nonfinite, "data_epoch": self.train_loader.epoch,
                 "seconds_per_iter": (time.time() - tic) / max(end - first, 1)}
+
+    def _log_loss(self, loss: float) -> None:
+        """Append this step's loss to ``train_loss.jsonl`` (rank 0), for loss curves."""
+        if is_main_process():
+            with open(self.output_dir / LOSS_LOG, "a") as f:
+                f.write(json.dumps({"iteration": self.iteration, "loss": loss,
+                                    "lr": self.optimizer.param_groups[0]["lr"]}) + "\n")
 
     def train_step(self) -> tuple[Optional[float], int]:
         """One optimizer step; returns (loss averaged over ranks, or None if dropped; skipped samples)."""

@@ -1,0 +1,241 @@
+"""The quickstart: from a fresh environment to a trained EVLGen, its scores, captions and pictures.
+
+    python -m lavis_evlgen.tools.quickstart [--cfg-path projects/evlgen/train/quickstart.yaml]
+                                            [--options run.max_iters=20 ...]
+
+Steps: prepare the embedded weights (cached), generate the data (cached), draw the token-merge map
+of a real photo with the untrained connector, train and evaluate through ``train.py`` (LAVIS
+runner), caption held-out shapes and the real photos with the trained model, draw the loss curve
+and the merge map after training, and print the scores beside the most-frequent-caption baseline.
+Everything lands in ``<run.output_dir>/<run.job_id>/`` (``metrics.json``, ``captions.json``,
+``loss_curve.png``, ``merge_map.png``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lavis.common.config import Config
+from lavis.common.registry import registry
+from PIL import Image
+
+import lavis_evlgen  # noqa: F401  registers the plugin
+from lavis_evlgen.common.paths import REPO_ROOT
+from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state_dict
+from lavis_evlgen.datasets.generate.shapes_caption import most_frequent_caption
+from lavis_evlgen.embedded import prepare_embedded
+from lavis_evlgen.tasks.caption_metrics import coco_caption_scores
+from lavis_evlgen.tools.loss_curve import plot_loss_curve, read_losses
+from lavis_evlgen.tools.merge_map import merge_map, plot_merge_maps
+
+logger = logging.getLogger("quickstart")
+
+DEFAULT_CFG = "projects/evlgen/train/quickstart.yaml"
+PHOTO_BUILDER = "skimage_photos"
+MERGE_PHOTO = "astronaut"
+TARGET_MINUTES = 15
+
+
+class Steps:
+    """Numbered progress lines with elapsed time, so a newcomer sees where the run is."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.time()
+
+    def __call__(self, what: str) -> None:
+        self.done += 1
+        print(f"\n[{self.done}/{self.total}] {what}  (elapsed {self.elapsed():.0f} s)", flush=True)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+
+def load_config(cfg_path: str, options: list[str]) -> Config:
+    args = argparse.Namespace(cfg_path=cfg_path, options=options)
+    return Config(args)
+
+
+def build_split(name: str, cfg: Any, split: str):
+    return registry.get_builder_class(name)(cfg).build_datasets()[split]
+
+
+def photo_set(model_cfg: Any):
+    """The scikit-image photos, processed as the model expects."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(lavis_evlgen.common.paths.config_path(f"datasets/{PHOTO_BUILDER}/defaults.yaml"))
+    cfg = cfg.datasets[PHOTO_BUILDER]
+    cfg.vis_processor = model_cfg.preprocess.vis_processor
+    return build_split(PHOTO_BUILDER, cfg, "test")
+
+
+def photo_array(dataset, stem: str) -> tuple[np.ndarray, torch.Tensor]:
+    """The named photo resized to the model's input, and its processed tensor."""
+    for ann in dataset.annotation:
+        if Path(ann["image"]).stem == stem:
+            image = Image.open(Path(dataset.vis_root) / ann["image"]).convert("RGB")
+            tensor = dataset.vis_processor(image)
+            return np.asarray(image.resize(tensor.shape[-2:][::-1])), tensor
+    raise FileNotFoundError(f"photo '{stem}' not in {dataset.vis_root}")
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    model_cls = registry.get_model_class(cfg.model_cfg.arch)
+    return model_cls.from_config(cfg.model_cfg).eval()
+
+
+@torch.no_grad()
+def caption_all(model, dataset, batch_size: int, num_beams: int, max_len: int, min_len: int) -> dict[int, str]:
+    """Generated caption per image_id for every image of an evaluation dataset."""
+    captions = {}
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        out = model.generate(batch, num_beams=num_beams, max_length=max_len, min_length=min_len)
+        captions.update({int(i): c for i, c in zip(batch["image_id"], out)})
+    return captions
+
+
+def references(gt_file: str) -> dict[int, list[str]]:
+    refs: dict[int, list[str]] = {}
+    for ann in json.loads(Path(gt_file).read_text())["annotations"]:
+        refs.setdefault(int(ann["image_id"]), []).append(ann["caption"])
+    return refs
+
+
+def subset_scores(gt_file: str, captions: dict[int, str], out_path: Path) -> dict[str, float]:
+    """pycocoevalcap scores of the ``captions`` of the images in ``gt_file`` (results kept in ``out_path``)."""
+    ids = references(gt_file)
+    out_path.write_text(json.dumps([{"image_id": i, "caption": captions[i]} for i in sorted(ids)]))
+    return coco_caption_scores(gt_file, str(out_path))
+
+
+def train(cfg_path: str, options: list[str]) -> None:
+    """Train and evaluate through train.py, the way users run it; its output streams to the console."""
+    cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--cfg-path", cfg_path]
+    if options:
+        cmd += ["--options", *options]
+    subprocess.run(cmd, check=True, cwd=Path.cwd())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="EVLGen quickstart on the embedded default (CPU).")
+    parser.add_argument("--cfg-path", default=str(REPO_ROOT / DEFAULT_CFG))
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides, key=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    steps = Steps(total=7)
+
+    steps("Preparing the embedded weights (converted once, then cached)")
+    paths = prepare_embedded()
+    print(f"  LLM {paths.llm_dir.name}, ViT {paths.vision_dir.name}, BERT {paths.bert_dir.name}")
+
+    steps("Generating the data (shapes captions, scikit-image photos; cached)")
+    cfg = load_config(args.cfg_path, args.options)
+    run = cfg.run_cfg
+    (name, data_cfg), = cfg.datasets_cfg.items()
+    shapes = registry.get_builder_class(name)(data_cfg).build_datasets()
+    test = shapes["test"]
+    photos = photo_set(_model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
+    print(f"  {len(shapes['train'])} training captions, {len(test)} test images, {len(photos)} photos")
+
+    steps("Token-merge map of a real photo with the untrained connector")
+    torch.manual_seed(int(run.get("seed", 42)))
+    model = build_model(cfg)
+    photo, photo_tensor = photo_array(photos, MERGE_PHOTO)
+    before = merge_map(model, photo_tensor)
+
+    steps("Training and evaluating with train.py (LAVIS runner, CPU)")
+    train(args.cfg_path, args.options)
+    out_dir = Path(run.output_dir).expanduser().resolve() / str(run.job_id)
+    best = out_dir / "checkpoint_best.pth"
+    load_trainable_state_dict(model, load_checkpoint(best)["model"], str(best))
+    model.eval()
+
+    steps("Captions of held-out shapes (from the test run) and of real photos, by the trained model")
+    generate = dict(batch_size=int(run.batch_size_eval), num_beams=int(run.num_beams),
+                    max_len=int(run.max_len), min_len=int(run.min_len))
+    test_caps = {int(r["image_id"]): r["caption"]
+                 for r in json.loads((out_dir / "result" / "test_best.json").read_text())}
+    photo_caps = caption_all(model, photos, **generate)
+    report_captions(test, test_caps, photos, photo_caps)
+
+    steps("Drawing the loss curve and the merge map after training")
+    after = merge_map(model, photo_tensor)
+    plot_merge_maps(photo, {"before training": before, "after training": after}, out_dir / "merge_map.png",
+                    title="Token merging (patches coloured by the final token they merged into)")
+    plot_loss_curve(read_losses(out_dir), out_dir / "loss_curve.png")
+
+    steps("Scores")
+    metrics = score(test, test_caps, shapes, photos, photo_caps, out_dir, steps.elapsed())
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "captions.json").write_text(json.dumps({"test": test_caps, "photos": photo_caps}, indent=2))
+    print_summary(metrics, out_dir)
+    return 0
+
+
+def _model_defaults(arch: str, model_type: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(registry.get_model_class(arch).default_config_path(model_type))
+
+
+def report_captions(test, test_caps: dict[int, str], photos, photo_caps: dict[int, str], shown: int = 6) -> None:
+    held_out = set(references(str(Path(test.gt_file).with_name("test_held_out_gt.json"))))
+    refs = references(test.gt_file)
+    print("  held-out shapes (colour-shape pairs never seen in training):")
+    for image_id in sorted(held_out)[:shown]:
+        print(f"    {test_caps[image_id]!r:55}  reference: {refs[image_id][0]!r}")
+    photo_refs = references(photos.gt_file)
+    names = {int(a["image_id"]): Path(a["image"]).stem for a in photos.annotation}
+    print("  real photos (the model only ever saw shapes):")
+    for image_id, caption in sorted(photo_caps.items()):
+        print(f"    {names[image_id]:24} {caption!r:50}  reference: {photo_refs[image_id][0]!r}")
+
+
+def score(test, test_caps, shapes, photos, photo_caps, out_dir: Path, elapsed: float) -> dict[str, Any]:
+    """Scores of the trained model's captions on test (all, held-out, seen), the baseline and the photos."""
+    gt = Path(test.gt_file)
+    scored = out_dir / "result"
+    baseline = most_frequent_caption(str(Path(shapes["train"].vis_root) / "train.json"))
+    return {
+        "test": subset_scores(str(gt), test_caps, scored / "quickstart_test.json"),
+        "test_held_out": subset_scores(str(gt.with_name("test_held_out_gt.json")), test_caps,
+                                       scored / "quickstart_test_held_out.json"),
+        "test_seen": subset_scores(str(gt.with_name("test_seen_gt.json")), test_caps,
+                                   scored / "quickstart_test_seen.json"),
+        "baseline_most_frequent_caption": {
+            "caption": baseline,
+            **subset_scores(str(gt), {i: baseline for i in test_caps}, scored / "quickstart_baseline.json")},
+        "photos": subset_scores(photos.gt_file, photo_caps, scored / "quickstart_photos.json"),
+        "run_log": str(out_dir / "run.log"),
+        "elapsed_seconds": round(elapsed, 1),
+    }
+
+
+def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
+    base = metrics["baseline_most_frequent_caption"]
+    print(f"\n  {'split':28} {'CIDEr':>7} {'BLEU-4':>7} {'METEOR':>7} {'ROUGE-L':>7}")
+    rows = [("test (all)", metrics["test"]), ("test, held-out pairs", metrics["test_held_out"]),
+            ("test, seen pairs", metrics["test_seen"]),
+            ("baseline: most frequent caption", base), ("real photos", metrics["photos"])]
+    for name, m in rows:
+        print(f"  {name:28} {m['CIDEr']:7.3f} {m['Bleu_4']:7.3f} {m['METEOR']:7.3f} {m['ROUGE_L']:7.3f}")
+    ratio = metrics["test_held_out"]["CIDEr"] / max(base["CIDEr"], 1e-9)
+    print(f"\n  held-out CIDEr {metrics['test_held_out']['CIDEr']:.3f} vs most-frequent-caption baseline "
+          f"{base['CIDEr']:.3f} ({ratio:.1f}x)")
+    minutes = metrics["elapsed_seconds"] / 60
+    print(f"  quickstart time {minutes:.1f} min (target: at most {TARGET_MINUTES} min with the install)")
+    print(f"  pictures: {out_dir / 'loss_curve.png'}, {out_dir / 'merge_map.png'}")
+    print(f"  metrics: {out_dir / 'metrics.json'}; captions: {out_dir / 'captions.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
