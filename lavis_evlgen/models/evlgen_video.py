@@ -24,7 +24,7 @@ Self-critical sequence training needs log-probabilities of sampled captions: see
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lavis.common.registry import registry
@@ -66,14 +66,15 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
         image_cfg.finetuned = None
         model = super().from_config(image_cfg)
         temporal = cfg.get("temporal") or {}
-        model.set_frame_aggregation(aggregation, num_heads=temporal.get("num_heads"),
+        model.set_frame_aggregation(aggregation, num_heads=int(temporal.get("num_heads", 8)),
+                                    qk_dim=int(temporal.get("qk_dim", 256)),
                                     frame_positions=int(temporal.get("frame_positions") or 0))
         for key in ("pretrained", "finetuned"):
             if cfg.get(key):
                 model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
         return model
 
-    def set_frame_aggregation(self, aggregation: str, num_heads: Optional[int] = None,
+    def set_frame_aggregation(self, aggregation: str, num_heads: int = 8, qk_dim: int = 256,
                               frame_positions: int = 0) -> None:
         """Choose the aggregation; ``temporal+mean`` wraps the ViT's blocks with fresh temporal modules."""
         if len(self.temporal):
@@ -84,7 +85,8 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
             if self.visual_encoder is None:
                 raise ValueError("model.use_features: frame_aggregation 'temporal+mean' changes the ViT's "
                                  "features, so it needs the ViT itself")
-            self.temporal = add_temporal_modules(self.visual_encoder, self.frame_count, num_heads, frame_positions)
+            self.temporal = add_temporal_modules(self.visual_encoder, self.frame_count, num_heads, qk_dim,
+                                                 frame_positions)
             logger.info("temporal modules in %d ViT blocks: %.2fM trainable parameters", len(self.temporal),
                         sum(p.numel() for p in self.temporal.parameters()) / 1e6)
         self.frame_aggregation = aggregation

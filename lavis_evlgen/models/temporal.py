@@ -5,10 +5,16 @@ between the attention and the MLP, a :class:`TemporalContextualizer` lets each t
 same token position in the clip's other frames:
 
 * Eq. 4: the block's tokens ``X`` of shape [B*N, L, D] are regrouped per token position, [B*L, N, D];
-* Eq. 5: multi-head queries ``Q = X W_q`` and keys ``K = X W_k`` (H heads of D/H channels);
-* Eq. 6: attention over frames ``A = softmax(Q K^T / sqrt(D/H))`` and the weighted sum of the frame
-  tokens ``C = A X`` (the tokens themselves are the values, head by head);
+* Eq. 5: multi-head queries ``Q = X W_q`` and keys ``K = X W_k``, projected to ``qk_dim`` channels
+  split into H heads;
+* Eq. 6: attention over frames ``A = softmax(Q K^T / sqrt(qk_dim / H))`` per head, and the weighted
+  sum of the frame tokens ``C = A X`` (the tokens themselves are the values, split into H heads of
+  D/H channels);
 * Eq. 7: ``X + alpha * C`` with a learnable scalar gate ``alpha`` initialised at zero.
+
+Defaults follow the authors' release: H = 8 heads and ``qk_dim`` = 256 in every block (EVA-ViT-g:
+39 x 721,409 = 28.1M trainable parameters). The scores are scaled by the square root of the head
+dimension (Eq. 6); the release scales by ``sqrt(qk_dim)`` instead.
 
 With ``alpha = 0`` every block computes exactly what the frozen block computes, so the video model
 starts as the image model it is initialised from.
@@ -27,7 +33,7 @@ telling them the clip length of the current forward pass (``None``: images, no c
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from lavis.models.clip_vit import ResidualAttentionBlock
@@ -39,13 +45,14 @@ from transformers.models.dinov2.modeling_dinov2 import Dinov2Layer
 class TemporalContextualizer(nn.Module):
     """Gated multi-head attention over the frames of a clip, per token position (Eqs. 4-7)."""
 
-    def __init__(self, dim: int, num_heads: int, num_frame_positions: int = 0):
+    def __init__(self, dim: int, num_heads: int = 8, qk_dim: int = 256, num_frame_positions: int = 0):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"model.temporal.num_heads: {num_heads} heads do not divide the ViT width {dim}")
+        if dim % num_heads or qk_dim % num_heads:
+            raise ValueError(f"model.temporal.num_heads: {num_heads} heads must divide the ViT width {dim} "
+                             f"and model.temporal.qk_dim {qk_dim}")
         self.num_heads = num_heads
-        self.query = nn.Linear(dim, dim)
-        self.key = nn.Linear(dim, dim)
+        self.query = nn.Linear(dim, qk_dim)
+        self.key = nn.Linear(dim, qk_dim)
         self.gate = nn.Parameter(torch.zeros(()))
         self.frame_position: Optional[nn.Parameter] = None
         if num_frame_positions:
@@ -67,13 +74,11 @@ class TemporalContextualizer(nn.Module):
                 raise ValueError(f"model.temporal.frame_positions: {self.frame_position.shape[0]} frame positions, "
                                  f"but the clip has {num_frames} frames")
             attend_from = tokens + self.frame_position[:num_frames]
-        head_dim = dim // self.num_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # [B*L, N, D] -> [B*L, H, N, D/H]
-            return t.view(-1, num_frames, self.num_heads, head_dim).transpose(1, 2)
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [B*L, N, C] -> [B*L, H, N, C/H]
+            return t.view(t.shape[0], num_frames, self.num_heads, -1).transpose(1, 2)
 
         query, key, value = heads(self.query(attend_from)), heads(self.key(attend_from)), heads(tokens)
-        weights = torch.softmax(query @ key.transpose(-2, -1) * head_dim ** -0.5, dim=-1)
+        weights = torch.softmax(query @ key.transpose(-2, -1) * query.shape[-1] ** -0.5, dim=-1)
         context = (weights @ value).transpose(1, 2).reshape(clips, length, num_frames, dim)
         context = context.transpose(1, 2).reshape(rows, length, dim)
         return x + (self.gate * context).to(x.dtype)
@@ -103,8 +108,8 @@ class TemporalBlock(nn.Module):
         object.__setattr__(self, "frame_count", frame_count)
 
     @staticmethod
-    def width_and_heads(block: nn.Module) -> tuple[int, int]:
-        """The block's token width and attention head count."""
+    def width(block: nn.Module) -> int:
+        """The block's token width."""
         raise NotImplementedError
 
     def contextualize(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,8 +124,8 @@ class EvaTemporalBlock(TemporalBlock):
     BLOCK = EvaBlock
 
     @staticmethod
-    def width_and_heads(block: nn.Module) -> tuple[int, int]:
-        return block.norm1.normalized_shape[0], block.attn.num_heads
+    def width(block: nn.Module) -> int:
+        return block.norm1.normalized_shape[0]
 
     def forward(self, x: torch.Tensor, rel_pos_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         b = self.block
@@ -137,8 +142,8 @@ class ClipTemporalBlock(TemporalBlock):
     BLOCK = ResidualAttentionBlock
 
     @staticmethod
-    def width_and_heads(block: nn.Module) -> tuple[int, int]:
-        return block.attn.embed_dim, block.attn.num_heads
+    def width(block: nn.Module) -> int:
+        return block.attn.embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.block
@@ -153,8 +158,8 @@ class Dinov2TemporalBlock(TemporalBlock):
     BLOCK = Dinov2Layer
 
     @staticmethod
-    def width_and_heads(block: nn.Module) -> tuple[int, int]:
-        return block.norm1.normalized_shape[0], block.attention.attention.num_attention_heads
+    def width(block: nn.Module) -> int:
+        return block.norm1.normalized_shape[0]
 
     def forward(self, hidden_states: torch.Tensor, head_mask: Optional[torch.Tensor] = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, ...]:
@@ -173,12 +178,11 @@ def _wrapper_for(module: nn.Module) -> Optional[type[TemporalBlock]]:
     return next((w for w in BLOCK_WRAPPERS if type(module) is w.BLOCK), None)
 
 
-def add_temporal_modules(encoder: nn.Module, frame_count: FrameCount, num_heads: Optional[int] = None,
+def add_temporal_modules(encoder: nn.Module, frame_count: FrameCount, num_heads: int = 8, qk_dim: int = 256,
                          num_frame_positions: int = 0) -> nn.ModuleList:
     """Wrap every supported block of ``encoder`` in place; return the new contextualizers in block order.
 
-    ``num_heads`` defaults to each block's own head count. Raises ValueError if the encoder has no
-    block of a supported family or was wrapped already.
+    Raises ValueError if the encoder has no block of a supported family or was wrapped already.
     """
     contextualizers: list[TemporalContextualizer] = []
 
@@ -190,8 +194,7 @@ def add_temporal_modules(encoder: nn.Module, frame_count: FrameCount, num_heads:
             if wrapper is None:
                 visit(child)
                 continue
-            width, heads = wrapper.width_and_heads(child)
-            contextualizer = TemporalContextualizer(width, num_heads or heads, num_frame_positions)
+            contextualizer = TemporalContextualizer(wrapper.width(child), num_heads, qk_dim, num_frame_positions)
             setattr(parent, name, wrapper(child, contextualizer, frame_count))
             contextualizers.append(contextualizer)
 
@@ -201,8 +204,3 @@ def add_temporal_modules(encoder: nn.Module, frame_count: FrameCount, num_heads:
         raise ValueError(f"model.vision: {type(encoder).__name__} has no ViT block of a supported family ({known})")
     return nn.ModuleList(contextualizers)
 
-
-def temporal_parameters(modules: nn.ModuleList) -> dict[str, Any]:
-    """Gate values and parameter count of a model's contextualizers (for logs and reports)."""
-    return {"blocks": len(modules), "parameters": sum(p.numel() for p in modules.parameters()),
-            "gates": [float(m.gate.detach()) for m in modules]}

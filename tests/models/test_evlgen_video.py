@@ -171,8 +171,8 @@ def test_load_model_and_preprocess_gives_video_processors():
     assert model.frame_aggregation == "temporal+mean" and len(model.temporal) == 2
 
 
-# EVA-ViT-g temporal modules: 39 blocks x (W_q, W_k with biases on width 1408, one gate).
-TEMPORAL_EVA_G = 39 * (2 * (1408 * 1408 + 1408) + 1)
+# EVA-ViT-g temporal modules: 39 blocks x (W_q, W_k: 1408 -> 256 with biases, one gate) = 28,134,951.
+TEMPORAL_EVA_G = 39 * (2 * (1408 * 256 + 256) + 1)
 
 
 @pytest.mark.parametrize("name,model_type,image_trainable", [
@@ -186,5 +186,5 @@ def test_paper_types_build_as_skeletons(name, model_type, image_trainable):
     cfg.image_checkpoint = None
     with init_empty_weights():
         model = cls.from_config(cfg)
-    assert len(model.temporal) == 39
+    assert len(model.temporal) == 39 and TEMPORAL_EVA_G == 28_134_951
     assert model.trainable_parameters() == image_trainable + TEMPORAL_EVA_G
