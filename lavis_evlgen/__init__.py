@@ -5,8 +5,15 @@ plugin with ``lavis.common.registry`` and records where the plugin's configs liv
 (``registry.get_path("evlgen_root")``), so LAVIS's own Config, setup_task, build_datasets,
 build_model and runners work on the YAML files under ``projects/`` and ``configs/``.
 """
-from lavis_evlgen.common import lavis_patches  # noqa: F401  (applied before anything else runs)
-from lavis_evlgen.common.paths import register_paths
+import warnings
+
+# Import-time deprecation notices from LAVIS's pinned dependencies, not actionable here: fairscale 0.4.4
+# uses torch.cuda.amp.custom_fwd/bwd and timm 0.4.12 uses torch.jit.script.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"fairscale\.")
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+from lavis_evlgen.common import lavis_patches  # noqa: E402,F401  (applied before anything else runs)
+from lavis_evlgen.common.paths import register_paths  # noqa: E402
 
 register_paths()
 
