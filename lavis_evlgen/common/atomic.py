@@ -16,14 +16,19 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def temp_name(path: str | os.PathLike) -> str:
+    """A temporary name next to ``path``, private to this process, starting with TMP_PREFIX."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(folder, f"{TMP_PREFIX}{name}.{os.getpid()}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a private temporary file, then replace ``path`` with it in one step.
 
     A reader sees the old file or the new one, never a half-written one, even if the process dies.
     """
     path = os.path.abspath(os.fspath(path))
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{name}.{os.getpid()}")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -34,7 +39,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    fsync_dir(folder)
+    fsync_dir(os.path.dirname(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

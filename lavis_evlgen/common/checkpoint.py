@@ -22,45 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from lavis_evlgen.common.atomic import TMP_PREFIX, atomic_write, fsync_dir, temp_name
+
 logger = logging.getLogger(__name__)
 
 LATEST = "checkpoint_latest.pth"
 BEST = "checkpoint_best.pth"
 _NUMBERED = re.compile(r"^checkpoint_(\d+)\.pth$")
-_TMP_PREFIX = ".tmp-"
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temp_name(path: str) -> str:
-    """A temporary name next to ``path``, private to this process, hidden from checkpoint listings."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f"{_TMP_PREFIX}{name}.{os.getpid()}")
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` such that ``path`` is never seen half-written."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = _temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -70,7 +43,7 @@ def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """
     src, dst = os.fspath(src), os.fspath(dst)
     folder = os.path.dirname(os.path.abspath(dst))
-    tmp = _temp_name(dst)
+    tmp = temp_name(dst)
     if os.path.lexists(tmp):
         os.unlink(tmp)
     try:
@@ -80,7 +53,7 @@ def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     os.replace(tmp, dst)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -147,7 +120,7 @@ class CheckpointManager:
         self.folder = Path(folder)
         self.keep_last_k = keep_last_k
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob(_TMP_PREFIX + "*"):
+        for stale in self.folder.glob(TMP_PREFIX + "*"):
             stale.unlink()
 
     @property

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lavis_evlgen.common.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "evlgen_manifest.json"
@@ -58,12 +60,6 @@ def read_manifest(entry: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def _outputs_intact(entry: Path, outputs: dict) -> bool:
     for name, size in outputs.items():
         target = entry / name
@@ -90,7 +86,7 @@ def stale_reason(entry: Path, converter: str, sources: dict[str, Path]) -> str |
         return f"source sha256 changed: {changed}"
     if fresh != recorded:
         manifest["sources"] = fresh
-        _write_json_atomic(entry / MANIFEST_NAME, manifest)
+        atomic_write_text(entry / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True))
         logger.info("%s: sources moved or touched but unchanged (same sha256); manifest updated", entry.name)
     return None
 
@@ -147,7 +143,7 @@ def build(entry: Path, converter: str, sources: dict[str, Path], write: Callable
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra,
         }
-        _write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        atomic_write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True))
         _make_readable(tmp)
         if entry.exists():
             os.rename(entry, old)
