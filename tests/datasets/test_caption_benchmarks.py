@@ -65,6 +65,11 @@ def test_derived_ground_truth_is_written_once(root):
     assert again == first and os.stat(again).st_mtime_ns == written
 
 
+def test_coco_train_type_builds_the_training_split_only(root):
+    datasets = build("evlgen_coco_caption", root, config="train")
+    assert list(datasets) == ["train"] and len(datasets["train"]) == 3
+
+
 def test_karpathy_train_includes_restval(root):
     entries = read_train("karpathy", str(root / "coco/annotations/dataset_coco.json"))
     assert sorted({e["image_id"] for e in entries}) == [11, 12]

@@ -138,10 +138,10 @@ def test_shard_stream_in_workers_gives_distinct_streams(tmp_path):
 
 def test_shards_builder_leaves_out_absent_shards(tmp_path):
     write_shards(tmp_path, n_shards=2)
-    train = build("evlgen_laion115m_wds", tmp_path, shards="laion/{00000..00003}.tar", num_samples=50)["train"]
+    train = build("laion115M", tmp_path, shards="laion/{00000..00003}.tar", num_samples=50)["train"]
     assert len(train) == 50 and [p.rsplit("/", 1)[1] for p in train.shards] == ["00000.tar", "00001.tar"]
     with pytest.raises(FileNotFoundError, match="build_info.shards"):
-        build("evlgen_ccs14m_wds", tmp_path, shards="none/{0..3}.tar", num_samples=5)
+        build("ccs14M", tmp_path, shards="none/{0..3}.tar", num_samples=5)
 
 
 def test_all_shards_unreadable_raises_instead_of_looping(tmp_path):

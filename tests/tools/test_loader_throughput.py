@@ -16,7 +16,7 @@ def test_reports_every_dataset_and_worker_count(tmp_path, capsys):
     config = {
         "datasets": {
             "evlgen_capfilt_ccs": {"build_info": capfilt, "vis_processor": processor},
-            "evlgen_laion115m_wds": {"build_info": {"root": str(tmp_path), "shards": "laion/{00000..00001}.tar",
+            "laion115M": {"build_info": {"root": str(tmp_path), "shards": "laion/{00000..00001}.tar",
                                                     "num_samples": 40, "shuffle_buffer": 2},
                                      "vis_processor": processor},
         },
@@ -27,7 +27,7 @@ def test_reports_every_dataset_and_worker_count(tmp_path, capsys):
     rows = main(["--cfg-path", str(cfg_path), "--workers", "0", "1", "--batches", "2", "--warmup", "1"])
     assert [(name, split, workers) for name, split, workers, _ in rows] == [
         ("evlgen_capfilt_ccs", "train", 0), ("evlgen_capfilt_ccs", "train", 1),
-        ("evlgen_laion115m_wds", "train", 0), ("evlgen_laion115m_wds", "train", 1)]
+        ("laion115M", "train", 0), ("laion115M", "train", 1)]
     for name, _, _, result in rows:
         assert result.images > 0 and result.images_per_second > 0
         if name == "evlgen_capfilt_ccs":  # 5 records in batches of 2: the timed ones hold 2 + 1

@@ -1,7 +1,7 @@
 """COCO, Flickr30K and NoCaps captions from the public files, every path from the dataset config.
 
 Builders: ``evlgen_coco_caption`` (Karpathy train / val / test; the train split is the pre-training
-COCO data), ``evlgen_flickr30k_caption`` (Karpathy test), ``evlgen_nocaps`` (val, with each image's
+COCO data; dataset types ``eval`` and ``train`` hold only those splits), ``evlgen_flickr30k_caption`` (Karpathy test), ``evlgen_nocaps`` (val, with each image's
 in-domain / near-domain / out-domain label as ``dataset.domains``).
 
 ``build_info``::
@@ -91,7 +91,8 @@ class CaptionBenchmarkBuilder(LocalCaptionBuilder):
 @registry.register_builder("evlgen_coco_caption")
 class COCOCaptionBuilder(CaptionBenchmarkBuilder):
     DATASET_CONFIG_DICT = {"default": config_path("datasets/evlgen_coco_caption/defaults.yaml"),
-                           "eval": config_path("datasets/evlgen_coco_caption/eval.yaml")}
+                           "eval": config_path("datasets/evlgen_coco_caption/eval.yaml"),
+                           "train": config_path("datasets/evlgen_coco_caption/train.yaml")}
 
 
 @registry.register_builder("evlgen_flickr30k_caption")

@@ -7,7 +7,7 @@ Builders (training split only; relative paths are under ``build_info.root``, def
   (``build_info.annotations.train.storage``: a file, a glob such as ``laion/part_*.json``, or a list),
   images under ``build_info.images.storage``. The records are packed once into a memory-mapped cache
   under ``build_info.records_dir`` (default ``<cache>/records``), shared by ranks and workers.
-* ``evlgen_laion115m_wds``, ``evlgen_ccs14m_wds``: webdataset shards (``build_info.shards``: brace
+* ``laion115M``, ``ccs14M``: webdataset shards (``build_info.shards``: brace
   patterns, one string or a list), ``build_info.num_samples`` (the nominal size, used for weighting
   by size and for the epoch length), ``build_info.shuffle_buffer``, ``build_info.seed``. Shards
   named but absent are left out with a warning; none present is an error.
@@ -119,11 +119,11 @@ class CapFiltLaionBuilder(CapFiltBuilder):
     DATASET_CONFIG_DICT = _defaults("evlgen_capfilt_laion")
 
 
-@registry.register_builder("evlgen_laion115m_wds")
+@registry.register_builder("laion115M")
 class Laion115mShardsBuilder(ShardsBuilder):
-    DATASET_CONFIG_DICT = _defaults("evlgen_laion115m_wds")
+    DATASET_CONFIG_DICT = _defaults("laion115M")
 
 
-@registry.register_builder("evlgen_ccs14m_wds")
+@registry.register_builder("ccs14M")
 class CCS14mShardsBuilder(ShardsBuilder):
-    DATASET_CONFIG_DICT = _defaults("evlgen_ccs14m_wds")
+    DATASET_CONFIG_DICT = _defaults("ccs14M")
