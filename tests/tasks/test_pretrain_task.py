@@ -1,6 +1,7 @@
 """evlgen_pretrain: training datasets weighted by size (kept apart) or by run.train_dataset_ratios."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,8 @@ from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.common.paths import config_path
 from lavis_evlgen.datasets.datasets.mixture import RatioMixture
 from lavis_evlgen.tasks.pretrain import MIXTURE_NAME
-from tests.datasets.benchmark_fixtures import write_capfilt, write_coco
+from tests.datasets.benchmark_fixtures import write_capfilt, write_coco, write_shards
+from tests.runners.tiny_run import launch
 
 PROCESSORS = {"vis_processor": {"train": {"name": "blip_image_eval", "image_size": 32},
                                 "eval": {"name": "blip_image_eval", "image_size": 32}}}
@@ -66,3 +68,31 @@ def test_pretrain_task_with_ratios_builds_one_mixture(root, tmp_path):
     bad = pretrain_cfg(root, tmp_path, train_dataset_ratios={"evlgen_coco_caption": 1})
     with pytest.raises(ConfigError, match="run.train_dataset_ratios"):
         registry.get_task_class("evlgen_pretrain").setup_task(bad).build_datasets(bad)
+
+
+def test_training_on_shards_and_capfilt_by_ratio_finishes_and_reports_skips(root, tmp_path):
+    write_shards(root)
+    processor = {"train": {"name": "blip_image_eval", "image_size": 32}}
+    capfilt = {"root": str(root), "annotations": {"train": {"storage": "capfilt/ccs.json"}},
+               "images": {"storage": "capfilt/images"}, "records_dir": str(tmp_path / "records")}
+    config = {
+        "model": {"arch": "evlgen_opt", "model_type": "tiny"},
+        "datasets": {
+            "evlgen_capfilt_ccs": {"build_info": capfilt, "vis_processor": processor},
+            "laion115M": {"build_info": {"root": str(root), "shards": "laion/{00000..00001}.tar", "num_samples": 20},
+                          "vis_processor": processor},
+        },
+        "run": {"task": "evlgen_pretrain", "runner": "runner_evlgen",
+                "train_dataset_ratios": {"evlgen_capfilt_ccs": 1, "laion115M": 1},
+                "lr_sched": "linear_warmup_cosine_iter_lr", "init_lr": 1e-3, "min_lr": 1e-4, "warmup_lr": 1e-5,
+                "warmup_steps": 1, "weight_decay": 0.05, "max_iters": 4, "iters_per_inner_epoch": 4,
+                "batch_size_train": 4, "num_workers": 1, "seed": 0, "train_splits": ["train"],
+                "output_dir": str(tmp_path / "out"), "job_id": "run", "device": "cpu", "log_freq": 1},
+    }
+    cfg_path = tmp_path / "pretrain.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    proc = launch(cfg_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = [json.loads(line) for line in (tmp_path / "out/run/log.txt").read_text().splitlines()
+             if line.startswith('{"train_')]
+    assert stats[-1]["train_iteration"] == 4 and stats[-1]["train_skipped_samples"] > 0
