@@ -16,8 +16,8 @@ from lavis_evlgen.common.data_order import SeededSampleDataset
 from lavis_evlgen.common.paths import config_path
 from lavis_evlgen.datasets.datasets.mixture import RatioMixture, block_sizes
 from lavis_evlgen.datasets.datasets.records import PackedRecords
-from lavis_evlgen.datasets.datasets.webdataset_shards import ShardCaptionStream, expand_shards
-from tests.datasets.benchmark_fixtures import write_capfilt, write_json, write_shards
+from lavis_evlgen.datasets.datasets.webdataset_shards import ShardCaptionStream, decode_pair, expand_shards
+from tests.datasets.benchmark_fixtures import image_bytes, write_capfilt, write_json, write_shards
 
 PROCESSORS = {"vis_processor": {"train": {"name": "blip_image_eval", "image_size": 32}}}
 
@@ -94,6 +94,17 @@ def test_shard_stream_counts_corrupt_images(tmp_path):
     assert all(s["text_input"].startswith("CAPTION 0") and not s["text_input"].endswith("3") for s in good)
     batch = stream.collater(items[:16])
     assert batch["n_skipped"] == items[:16].count(None) and batch["image"].shape[0] == 16 - batch["n_skipped"]
+
+
+def test_decode_pair_reasons():
+    good = {"__key__": "k", "jpg": image_bytes(1), "json": b'{"caption": "a cat"}'}
+    image, caption, _ = decode_pair(good)
+    assert image.size == (32, 32) and caption == "a cat"
+    for broken, reason in (({"__key__": "k", "txt": b"x"}, "no image"),
+                           ({"__key__": "k", "jpg": image_bytes(1), "json": b"{not json"}, "no caption"),
+                           ({"__key__": "k", "png": b"garbage", "txt": b"x"}, "unreadable image")):
+        image, caption, why = decode_pair(broken)
+        assert image is None and caption is None and reason in why
 
 
 def test_shard_stream_counts_truncated_shards_and_goes_on(tmp_path, caplog):

@@ -76,13 +76,15 @@ def decode_pair(sample: dict[str, Any]) -> tuple[Optional[Image.Image], Optional
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
         return None, None, f"sample {key} has no image ({'/'.join(IMAGE_KEYS)})"
+    caption = None
     if "txt" in sample:
         caption = sample["txt"].decode("utf-8", errors="replace")
     elif "json" in sample:
-        caption = json.loads(sample["json"]).get("caption")
-    else:
-        caption = None
-    if not caption:
+        try:
+            caption = json.loads(sample["json"]).get("caption")
+        except (ValueError, AttributeError):
+            caption = None
+    if not caption or not isinstance(caption, str):
         return None, None, f"sample {key} has no caption (txt or json 'caption')"
     try:
         with Image.open(io.BytesIO(data)) as img:
