@@ -316,7 +316,7 @@ def report(cfg: DictConfig, batch: int = 2) -> list[StageMacs]:
 
 
 # ---------------------------------------------------------------------------------------------- output
-def _macs(macs: float) -> str:
+def format_macs(macs: float) -> str:
     """MACs with a unit: 1.23 G, 45.6 M, 7.89 k."""
     for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if macs >= scale:
@@ -331,14 +331,15 @@ def format_markdown(stages: Sequence[StageMacs]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for s in stages:
         lines.append(f"| {s.stage} | {s.model} | {s.vision_tokens} x {s.vision_width} | {s.connector_tokens} | "
-                     f"{_macs(s.macs_per_sample)} | {s.calls_per_step} | {s.sample_passes_per_sample:g} | "
+                     f"{format_macs(s.macs_per_sample)} | {s.calls_per_step} | {s.sample_passes_per_sample:g} | "
                      f"{s.trainable_params / 1e6:.1f}M |")
     for s in stages:
         lines += ["", f"{s.stage} ({s.model}):"]
         for p in s.passes:
-            lines.append(f"- {p['pass']}: {_macs(p['macs_per_sample'])} MACs / sample (batch x{p['batch_multiple']:g})")
+            lines.append(f"- {p['pass']}: {format_macs(p['macs_per_sample'])} MACs / sample "
+                         f"(batch x{p['batch_multiple']:g})")
         lines.append(f"- projections, heads and similarities outside the core module: "
-                     f"{_macs(s.other_macs_per_sample)} MACs / sample")
+                     f"{format_macs(s.other_macs_per_sample)} MACs / sample")
         if s.tokens_per_layer:
             lines.append(f"- tokens after each TomeFormer layer: {s.tokens_per_layer}")
         if s.run:
