@@ -209,6 +209,15 @@ def test_precomputed_vit_tokens_give_the_same_loss():
     assert torch.equal(a, b)
 
 
+def test_use_features_builds_no_vit_and_says_so():
+    model = tiny("blip2_stage2_opt", use_features=True, vision={"width": 32})
+    assert model.visual_encoder.encoder is None
+    feats = torch.randn(2, 17, 32)
+    assert torch.isfinite(model({"image_features": feats, "text_input": ["a", "b"]})["loss"])
+    with pytest.raises(ValueError, match="model.use_features"):
+        model(batch(2))
+
+
 def test_qformer_loads_a_local_bert_and_names_bad_keys(tmp_path):
     from lavis_evlgen.models.blip2.parts import minilm_folder
 

@@ -12,7 +12,6 @@ the cached query states (ITG). ``generate`` captions from the Q-Former's own dec
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -24,8 +23,6 @@ from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer,
                                              ensure_process_group, with_image_features)
 from lavis_evlgen.models.blip2.variant import Blip2Variant
 from lavis_evlgen.models.blip2.weights import load_trainables
-
-logger = logging.getLogger(__name__)
 
 
 @registry.register_model("blip2_stage1")

@@ -22,7 +22,6 @@ dropout in frozen parts), as in EVLGen.
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any, ContextManager, Optional
 
 import torch
@@ -37,8 +36,6 @@ from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer,
 from lavis_evlgen.models.blip2.variant import Blip2Variant
 from lavis_evlgen.models.blip2.weights import load_stage1, load_trainables
 from lavis_evlgen.models.llm import build_llm, freeze
-
-logger = logging.getLogger(__name__)
 
 
 def drop_text_path(qformer: BertLMHeadModel) -> None:
