@@ -106,13 +106,19 @@ def model_config(section: DictConfig) -> DictConfig:
 
 
 def stage_sections(cfg: DictConfig) -> list[tuple[DictConfig, Optional[DictConfig]]]:
-    """``(model section, run section or None)`` of an experiment config, or of each of a comparison's methods."""
+    """``(model section, run section or None)`` of an experiment config, or of each of a comparison's methods
+    (whose model type defaults to ``compare.model_type``)."""
     if cfg.get("model") is not None:
         return [(cfg.model, cfg.get("run"))]
     methods = cfg.get("methods")
     if not methods:
         raise ValueError("--cfg-path: the config has neither a 'model' section nor 'methods.<name>.model' sections")
-    return [(method.model, None) for method in methods.values()]
+    default_type = (cfg.get("compare") or {}).get("model_type")
+    sections = []
+    for method in methods.values():
+        model = OmegaConf.merge({"model_type": default_type}, method.model) if default_type else method.model
+        sections.append((model, None))
+    return sections
 
 
 def _local_config(folder: Optional[str]) -> Optional[dict]:

@@ -107,7 +107,8 @@ def test_schedule_totals_use_the_global_batch(tmp_path, capsys):
 
 
 def test_markdown_table_and_comparison_configs(tmp_path, capsys):
-    cfg = {"methods": {"a": {"model": {"arch": "evlgen_vicuna", "model_type": "tiny"}},
+    cfg = {"compare": {"model_type": "tiny"},  # the model type of methods that name none
+           "methods": {"a": {"model": {"arch": "evlgen_vicuna"}},
                        "b": {"model": {"arch": "blip2_stage2_opt", "model_type": "tiny"}}}}
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(cfg))
