@@ -44,19 +44,24 @@ class ResumableSampler(Sampler[int]):
         self.epoch = epoch
         self.start = start
 
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's full index list for ``epoch``."""
+    def epoch_tensor(self, epoch: int) -> torch.Tensor:
+        """This rank's full index order for ``epoch`` as an int64 tensor (8 bytes per index, not a list)."""
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.size, generator=gen).tolist()
+            order = torch.randperm(self.size, generator=gen)
         else:
-            order = list(range(self.size))
+            order = torch.arange(self.size)
         total = self.per_rank * self.world_size
-        order += order[: total - self.size]
+        order = torch.cat([order, order[: total - self.size]])
         return order[self.rank:total:self.world_size]
 
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's full index list for ``epoch``."""
+        return self.epoch_tensor(epoch).tolist()
+
     def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices(self.epoch)[self.start:])
+        for chunk in self.epoch_tensor(self.epoch)[self.start:].split(1 << 16):
+            yield from chunk.tolist()
 
     def __len__(self) -> int:
         return max(self.per_rank - self.start, 0)
