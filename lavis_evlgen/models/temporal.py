@@ -21,9 +21,12 @@ starts as the image model it is initialised from.
 
 Beyond the paper: followed by an average over frames (the ``temporal+mean`` aggregation) the
 module is blind to frame order, since permuting the frames permutes its outputs. An optional learned
-frame-position embedding (``num_frame_positions > 0``, off by default) is added to the input of the
-query and key projections, so the attention weights, and hence the averaged features, depend on
-where each frame sits in the clip.
+frame-position embedding ``P`` (``num_frame_positions > 0``, off by default) is added to the frame
+tokens inside the module, ``X + alpha * A(X + P) (X + P)``: the attention weights depend on where each
+frame sits in the clip, and the context carries the frame positions it drew from, so a token can
+record when the content it attends to was there (the direction demo in ``projects/evlgen_video``
+shows this captions direction where the paper's module cannot). The residual stays ``X``, so the
+module is still the identity at initialisation.
 
 The blocks are not copied: each supported block family gets a thin :class:`TemporalBlock` wrapper
 that calls the block's own attention and MLP parts in order, with the contextualizer in between.
@@ -68,16 +71,16 @@ class TemporalContextualizer(nn.Module):
         clips = rows // num_frames
         dtype = self.query.weight.dtype
         tokens = x.to(dtype).view(clips, num_frames, length, dim).transpose(1, 2).reshape(-1, num_frames, dim)
-        attend_from = tokens
         if self.frame_position is not None:
             if num_frames > self.frame_position.shape[0]:
                 raise ValueError(f"model.temporal.frame_positions: {self.frame_position.shape[0]} frame positions, "
                                  f"but the clip has {num_frames} frames")
-            attend_from = tokens + self.frame_position[:num_frames]
+            tokens = tokens + self.frame_position[:num_frames]
+
         def heads(t: torch.Tensor) -> torch.Tensor:  # [B*L, N, C] -> [B*L, H, N, C/H]
             return t.view(t.shape[0], num_frames, self.num_heads, -1).transpose(1, 2)
 
-        query, key, value = heads(self.query(attend_from)), heads(self.key(attend_from)), heads(tokens)
+        query, key, value = heads(self.query(tokens)), heads(self.key(tokens)), heads(tokens)
         weights = torch.softmax(query @ key.transpose(-2, -1) * query.shape[-1] ** -0.5, dim=-1)
         context = (weights @ value).transpose(1, 2).reshape(clips, length, num_frames, dim)
         context = context.transpose(1, 2).reshape(rows, length, dim)

@@ -1,4 +1,7 @@
 """EVLGen-Video models: identity with the image model, aggregation modes, checkpoints, frame order (tiny, CPU)."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from accelerate import init_empty_weights
@@ -6,6 +9,8 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen
+from lavis_evlgen.common.config_check import check_config
+from lavis_evlgen.common.launch import main
 from lavis_evlgen.models.weights import MissingWeightsError
 
 torch.set_num_threads(1)
@@ -188,3 +193,74 @@ def test_paper_types_build_as_skeletons(name, model_type, image_trainable):
         model = cls.from_config(cfg)
     assert len(model.temporal) == 39 and TEMPORAL_EVA_G == 28_134_951
     assert model.trainable_parameters() == image_trainable + TEMPORAL_EVA_G
+
+
+def test_a_reversed_clip_gets_the_same_caption_only_without_frame_positions():
+    """The paper's module then an average over frames: a clip and its reverse share one visual prompt."""
+    video = clips(n=4, frames=4, seed=5)
+    for positions in (0, 4):
+        model = build("evlgen_video_opt", temporal={"frame_positions": positions}).eval()
+        with torch.no_grad():
+            for m in model.temporal:
+                m.gate.fill_(1.0)
+            forward = model.generate({"video": video}, num_beams=1, max_length=6)
+            backward = model.generate({"video": video.flip(2)}, num_beams=1, max_length=6)
+            prompts = model.encode_image({"video": video})[0], model.encode_image({"video": video.flip(2)})[0]
+        if positions:
+            assert (prompts[0] - prompts[1]).abs().max() > 1e-3
+        else:
+            assert forward == backward
+
+
+# ------------------------------------------------------------------ project configs
+PROJECT = Path(__file__).resolve().parents[2] / "projects/evlgen_video"
+
+
+def aggregation_of(name: str) -> str:
+    return "mean" if name.endswith("_mean") else "concat" if name.endswith("_concat") else "temporal+mean"
+
+
+def test_project_configs_are_valid_and_consistent():
+    train = sorted((PROJECT / "train").glob("*.yaml"))
+    evals = sorted((PROJECT / "eval").glob("*.yaml"))
+    assert {p.stem for p in train} >= {f"caption_{d}_opt2.7b{v}" for d in ("msrvtt", "msvd")
+                                       for v in ("", "_mean", "_concat", "_from_webvid", "_scst")}
+    assert {"pretrain_webvid2m_opt2.7b", "quickstart_video"} <= {p.stem for p in train}
+    for path in train + evals:
+        cfg = OmegaConf.load(path)
+        check_config(cfg, evaluate_only=path in evals)
+        assert cfg.model.arch == "evlgen_video_opt" or path.stem == "quickstart_video"
+        assert cfg.model.frame_aggregation == aggregation_of(path.stem), path.name
+        assert cfg.run.runner == "runner_evlgen"
+        dataset = next(iter(cfg.datasets.values()))
+        for processor in dataset.vis_processor.values():
+            assert processor.name.startswith("alpro_video_") and processor.n_frms == 4, path.name
+        if path.stem.endswith("_scst"):
+            assert cfg.run.task == "evlgen_scst" and cfg.model.finetuned and cfg.model.image_checkpoint is None
+        elif path.stem.endswith("_from_webvid"):
+            assert cfg.model.pretrained and cfg.model.image_checkpoint is None
+        elif path in evals:
+            assert cfg.run.evaluate and cfg.model.finetuned and list(cfg.run.test_splits) == ["test"]
+    for path in evals:  # the authors' evaluation settings, as the fine-tuning configs validate with
+        cfg = OmegaConf.load(path)
+        assert (cfg.run.num_beams, cfg.run.max_len, cfg.run.min_len) == (5, 20, 5)
+
+
+def test_quickstart_video_runs_a_few_steps_on_the_embedded_parts(tmp_path, monkeypatch):
+    """projects/evlgen_video/train/quickstart_video.yaml as it is (real DINOv2 + SmolLM2), shortened."""
+    from lavis_evlgen.embedded import prepare_embedded
+
+    prepare_embedded()
+    options = ["run.max_iters=2", "run.iters_per_inner_epoch=2", "run.warmup_steps=1", "run.batch_size_train=2",
+               "run.batch_size_eval=2", "run.max_len=4", f"run.output_dir={tmp_path / 'out'}", "run.job_id=qs",
+               f"datasets.moving_shapes_caption.build_info.root={tmp_path}",
+               "datasets.moving_shapes_caption.build_info.generate.n_train=4",
+               "datasets.moving_shapes_caption.build_info.generate.n_val=2",
+               "datasets.moving_shapes_caption.build_info.generate.n_test=2"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["--cfg-path", str(PROJECT / "train/quickstart_video.yaml"), "--options", *options],
+                evaluate_only=False) == 0
+    lines = (tmp_path / "out/qs/log.txt").read_text().splitlines()
+    stats = {k: v for line in lines if line.startswith('{"') for k, v in json.loads(line).items()}
+    assert stats["train_iteration"] == 2 and stats["train_skipped_samples"] == 0
+    assert "test_CIDEr" in stats and (tmp_path / "out/qs/result/test_best.json").exists()

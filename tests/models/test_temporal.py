@@ -65,7 +65,7 @@ def reference_contextualizer(module: TemporalContextualizer, x, frames):
             for h in range(heads):
                 qk_cols, v_cols = slice(h * qk_head, (h + 1) * qk_head), slice(h * v_head, (h + 1) * v_head)
                 w = torch.softmax(q[:, qk_cols] @ k[:, qk_cols].T / qk_head ** 0.5, dim=-1)
-                context[:, v_cols] = w @ tokens[:, v_cols]
+                context[:, v_cols] = w @ attend[:, v_cols]
             out[clip * frames:(clip + 1) * frames, pos] = tokens + module.gate * context
     return out
 

@@ -12,12 +12,11 @@ import yaml
 from lavis.common.registry import registry
 from omegaconf import OmegaConf
 from pycocoevalcap.cider.cider import Cider
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.common.launch import main
+from lavis_evlgen.models.word_tokenizer import write_word_tokenizer
 from lavis_evlgen.tasks.cider_d import CiderD, words
 from lavis_evlgen.tasks.scst import SCSTCaptionTask
 
@@ -73,15 +72,11 @@ WORDS = "a red blue green pink circle square star cross the moves".split()
 
 @pytest.fixture(scope="module")
 def word_tokenizer(tmp_path_factory) -> str:
-    """A word-level tokenizer folder: a random byte-level tiny LLM almost never spells a whole word, so
-    sampled captions would all score 0 and give SCST no signal; with words as tokens they score."""
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", "\n", *WORDS])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"\n|[^ \n]+"), behavior="removed", invert=True)
-    folder = tmp_path_factory.mktemp("word_tokenizer")
-    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(folder)
-    return str(folder)
+    """A word-level vocabulary: a random byte-level tiny LLM almost never spells a whole word, so sampled
+    captions would all score 0 and give SCST no signal; with words as tokens they score."""
+    folder, size = write_word_tokenizer(WORDS, tmp_path_factory.mktemp("word_tokenizer"))
+    assert size == 16
+    return folder
 
 
 def word_model(tokenizer: str, seed: int = 0):
@@ -136,28 +131,23 @@ def test_scst_step_trains_only_the_connector_and_mixes_cross_entropy(word_tokeni
     assert mixed.item() == pytest.approx(xe.item(), rel=1e-3)
 
 
-def test_scst_raises_training_cider(word_tokenizer):
-    """10 cross-entropy steps to a weak start, then 100 pure SCST steps (no cross-entropy): CIDEr-D rises."""
-    model = word_model(word_tokenizer)
-    samples = batch()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=0)
-    model.train()
-    for step in range(10):
-        loss = model({**samples, "text_input": [CAPTIONS[i][step % 2] for i in range(4)]})["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scst_raises_training_cider(word_tokenizer, seed):
+    """From the random model, 100 pure SCST steps (no cross-entropy: the reward is the only signal) raise the
+    greedy captions' CIDEr-D on the training clips (seeds 0-5 measured: from 0.0-0.2 to 0.8-1.4)."""
+    model = word_model(word_tokenizer, seed)
+    samples = batch(seed)
     task = make_task(num_samples=5)
     before = greedy_cider(model, task, samples)
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0)
+    model.train()
     for _ in range(100):
         loss = task.train_step(model, samples)
-        opt.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        opt.step()
+        optimizer.step()
     after = greedy_cider(model, task, samples)
-    assert after > before + 1.0, (before, after)
+    assert after > before + 0.5, (before, after)
 
 
 def test_task_settings_are_checked_and_image_models_are_refused(word_tokenizer):
