@@ -14,7 +14,7 @@ DistributedDataParallel wrapper sees the forward pass and synchronises the gradi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -34,11 +34,13 @@ class SampledCaptions:
 class SequenceScoringMixin:
     """Adds caption sampling with token ids, and weighted sequence likelihoods in ``forward``."""
 
-    def _prefix(self, samples: dict[str, Any], prompt: Optional[str | list[str]] = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Visual prompt + prompt text embeddings [B, P, D] and mask [B, P], as ``generate`` lays them out."""
+    def caption_prefix(self, samples: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual prompt + prompt text embeddings [B, P, D] and mask [B, P], as ``generate`` lays them out.
+
+        The prompt text is ``samples["prompt"]`` (one string, or one per sample) or the model's ``prompt``.
+        """
         vis, vis_atts = self.encode_image(samples)
-        prompt = samples.get("prompt", self.prompt) if prompt is None else prompt
+        prompt = samples.get("prompt", self.prompt)
         prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
         self.tokenizer.padding_side = "left"
         tokens = self.tokenizer(prompts, return_tensors="pt", padding="longest").to(vis.device)
@@ -50,7 +52,7 @@ class SequenceScoringMixin:
     def sample_captions(self, samples: dict[str, Any], num_samples: int = 1, greedy: bool = False,
                         max_length: int = 30, temperature: float = 1.0) -> SampledCaptions:
         """``num_samples`` captions per sample, drawn from the full distribution (no top-k/top-p), or greedy."""
-        embeds, atts = self._prefix(samples)
+        embeds, atts = self.caption_prefix(samples)
         options = dict(do_sample=False, num_beams=1) if greedy else dict(do_sample=True, top_k=0, top_p=1.0,
                                                                          temperature=temperature)
         tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=atts, max_new_tokens=max_length,
@@ -67,7 +69,7 @@ class SequenceScoringMixin:
         """``sum_r weight_r * -log p(sequence_r | sample source_r)`` over the rows in ``samples``."""
         tokens, mask = samples["sequences"], samples["sequence_mask"].long()
         source, weights = samples["sequence_source"], samples["sequence_weights"]
-        prefix, prefix_atts = self._prefix(samples)
+        prefix, prefix_atts = self.caption_prefix(samples)
         prefix, prefix_atts = prefix[source], prefix_atts[source]
         embeds = torch.cat([prefix, self._embed_text(tokens)], dim=1)
         atts = torch.cat([prefix_atts, mask], dim=1)

@@ -229,7 +229,7 @@ def test_project_configs_are_valid_and_consistent():
     for path in train + evals:
         cfg = OmegaConf.load(path)
         check_config(cfg, evaluate_only=path in evals)
-        assert cfg.model.arch == "evlgen_video_opt" or path.stem == "quickstart_video"
+        assert cfg.model.arch == ("evlgen_video_vicuna" if "quickstart_video" in path.stem else "evlgen_video_opt")
         assert cfg.model.frame_aggregation == aggregation_of(path.stem), path.name
         assert cfg.run.runner == "runner_evlgen"
         dataset = next(iter(cfg.datasets.values()))

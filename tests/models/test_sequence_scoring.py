@@ -26,7 +26,7 @@ def samples(seed=0):
 def test_scored_log_probs_equal_the_generators_scores(model):
     batch = samples()
     with torch.no_grad():
-        embeds, atts = model._prefix(batch)
+        embeds, atts = model.caption_prefix(batch)
         out = model.llm.generate(inputs_embeds=embeds, attention_mask=atts, max_new_tokens=6, do_sample=False,
                                  num_beams=1, eos_token_id=model.end_token_id,
                                  pad_token_id=model.tokenizer.pad_token_id, output_scores=True,
