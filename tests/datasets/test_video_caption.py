@@ -139,3 +139,13 @@ def test_plugin_builders_do_not_shadow_lavis_ones():
         assert cls.__module__ == "lavis_evlgen.datasets.builders.video_caption"
         cfg = OmegaConf.load(cls.default_config_path()).datasets[name]
         assert cfg.data_type == "videos" and cfg.build_info.videos.storage.startswith("data/")
+
+
+def test_lavis_training_processor_augments_the_sampled_clip(video_root):
+    """alpro_video_train (random crop, flip, RandAugment) runs on the clip our loader samples."""
+    cfg = msrvtt_config(video_root)
+    cfg.vis_processor.train = {"name": "alpro_video_train", "image_size": SIZE, "n_frms": FRAMES}
+    train = registry.get_builder_class("evlgen_msrvtt_caption")(cfg).build_datasets()["train"]
+    torch.manual_seed(0)
+    video = train[0]["video"]
+    assert video.shape == (3, FRAMES, SIZE, SIZE) and video.dtype == torch.float32 and torch.isfinite(video).all()
