@@ -23,6 +23,12 @@ def ramp(num_frames: int) -> list[np.ndarray]:
     return [np.full((SIZE, SIZE, 3), 8 * k, dtype=np.uint8) for k in range(num_frames)]
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Derived ground-truth files go to a temporary cache, not the repository's."""
+    monkeypatch.setenv("EVLGEN_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def video_root(tmp_path) -> Path:
     """``videos/``: two good 24-frame clips, a 2-frame clip, a garbage file and a truncated mp4."""
@@ -88,9 +94,9 @@ def test_builder_skips_and_counts_broken_and_short_videos(video_root, caplog):
     assert good0.mean(dim=(0, 2, 3)).diff().gt(0).all()  # frames in time order (getting brighter)
 
 
-def test_eval_split_without_gt_derives_it_from_its_captions(video_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("EVLGEN_CACHE", str(tmp_path / "cache"))
+def test_eval_split_without_gt_derives_it_from_its_captions(video_root, tmp_path):
     val = registry.get_builder_class("evlgen_msvd_caption")(msrvtt_config(video_root)).build_datasets()["val"]
+    assert val.gt_file.startswith(str(tmp_path / "cache"))
     coco = COCO(val.gt_file)
     assert sorted(coco.getImgIds()) == [0, 1] and len(coco.getAnnIds(imgIds=[0])) == 2
     sample = val[0]
@@ -98,8 +104,7 @@ def test_eval_split_without_gt_derives_it_from_its_captions(video_root, tmp_path
     assert val[1] is None
 
 
-def test_webvid_csv_is_read_with_the_video_template(video_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("EVLGEN_CACHE", str(tmp_path / "cache"))
+def test_webvid_csv_is_read_with_the_video_template(video_root, tmp_path):
     (video_root / "videos" / "000").mkdir()
     write_mp4(video_root / "videos/000/1001.mp4", ramp(8))
     (video_root / "webvid.csv").write_text(
