@@ -16,7 +16,8 @@ Subclasses LAVIS's RunnerBase and replaces the parts that only work on CUDA or c
   atomically every ``run.save_every_iters``, at every inner-epoch end that finds a new best, and at
   the end; ``run.keep_last_k`` numbered files kept. ``run.resume_ckpt_path`` continues exactly.
 * robustness: a non-finite loss stops the run naming the step (``run.on_nonfinite_loss: stop``) or
-  drops that update (``skip``); unreadable samples (``batch["n_skipped"]``) are counted over steps and
+  drops that update (``skip``); ``run.max_grad_norm`` clips the gradient norm (off by default, as in
+  the paper); unreadable samples (``batch["n_skipped"]``) are counted over steps and
   ranks and reported as ``skipped_samples``.
 """
 from __future__ import annotations
@@ -121,6 +122,9 @@ class RunnerEvlgen(RunnerBase):
             _check_int(run, key)
         if run.get("amp_dtype", "bf16") not in AMP_DTYPES:
             raise ConfigError(f"run.amp_dtype: expected one of {sorted(AMP_DTYPES)}, got '{run.amp_dtype}'")
+        norm = run.get("max_grad_norm")
+        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float)) or norm <= 0):
+            raise ConfigError(f"run.max_grad_norm: must be a positive number, got {norm!r}")
         _check_int(run, "keep_last_k", minimum=0)
         _check_int(run, "num_workers", minimum=0)
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
@@ -351,6 +355,12 @@ class RunnerEvlgen(RunnerBase):
             self.optimizer.zero_grad(set_to_none=True)
             self._nonfinite(mean_loss)
             return None, skipped
+        max_norm = self.config.run_cfg.get("max_grad_norm")
+        if max_norm:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(max_norm))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -29,6 +29,7 @@ def test_valid_config_passes():
     ("run.amp_dtype", "fp8", "run.amp_dtype: expected one of"),
     ("run.max_iters", -3, "run.max_iters: must be an integer >= 1"),
     ("run.keep_last_k", -1, "run.keep_last_k: must be an integer >= 0"),
+    ("run.max_grad_norm", -1.0, "run.max_grad_norm: must be a positive number"),
 ])
 def test_bad_value_names_the_key(path, value, message):
     cfg = config()

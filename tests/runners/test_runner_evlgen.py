@@ -110,3 +110,20 @@ def test_epoch_based_config_with_a_lavis_scheduler(tmp_path):
     assert train[0]["train_lr"] == pytest.approx(1e-3)  # warmed up within epoch 0
     assert train[1]["train_lr"] == pytest.approx(1e-4 + (1e-3 - 1e-4) * 0.5)  # LAVIS cosine at epoch 1 of 2
     assert (out / "checkpoint_4.pth").is_file() and (out / "checkpoint_8.pth").is_file()
+
+
+def test_max_grad_norm_clips_the_update(tmp_path):
+    """AdamW is scale-free except for eps: a vanishing clip norm leaves the first step almost motionless."""
+    data = write_caption_data(tmp_path / "data", n_train=4)
+    moved = {}
+    for name, clip in (("free", None), ("clipped", 1e-12)):
+        run = dict(valid_splits=[], test_splits=[], max_iters=1, iters_per_inner_epoch=1, save_every_iters=1,
+                   warmup_steps=0)
+        if clip is not None:
+            run["max_grad_norm"] = clip
+        config = experiment(data, tmp_path / name, **run)
+        proc = launch(write_experiment(tmp_path / f"{name}.yaml", config))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        after = checkpoint_params(tmp_path / name / "run" / "checkpoint_1.pth")
+        moved[name] = after["proj1.weight"]
+    assert (moved["free"] - moved["clipped"]).abs().max().item() > 1e-5  # identical seeds: only the clip differs
