@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertConfig
 
-from lavis_evlgen.common.paths import config_path
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
+from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.tomeformer import TomeFormer
 from lavis_evlgen.models.vision import build_vision_encoder
 from lavis_evlgen.models.weights import require_weights
@@ -49,12 +49,10 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     return TomeFormer.from_config(BertConfig(**settings), **options)
 
 
-class EVLGenBase(BaseModel):
+class EVLGenBase(PluginModelTypes, BaseModel):
     """Shared EVLGen model; subclasses name the LLM family (``LLM_ARCH``) and their model types."""
 
     LLM_ARCH = ""
-    DEFAULT_MODEL_TYPE = ""
-    PRETRAINED_MODEL_CONFIG_DICT: dict[str, str] = {}
     # Key prefixes of the authors' released checkpoints -> ours.
     AUTHOR_KEY_MAP = {"VLconnector.": "tomeformer.", "VL_proj.": "proj1.", "opt_proj.": "proj2.",
                       "llm_proj.": "proj2."}
@@ -79,18 +77,6 @@ class EVLGenBase(BaseModel):
         self._lemmatizer = None
 
     # ------------------------------------------------------------------ building
-    @classmethod
-    def default_model_type(cls) -> str:
-        """The type used when none is given (``lavis_evlgen.load_model_and_preprocess``)."""
-        return cls.DEFAULT_MODEL_TYPE
-
-    @classmethod
-    def default_config_path(cls, model_type: str) -> str:
-        if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
-            raise ValueError(f"model.model_type: unknown type '{model_type}' for {cls.__name__}; "
-                             f"known: {sorted(cls.PRETRAINED_MODEL_CONFIG_DICT)}")
-        return config_path(cls.PRETRAINED_MODEL_CONFIG_DICT[model_type])
-
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "EVLGenBase":
         """Build from a ``model`` config section (see configs/models/*/*.yaml for the keys)."""
@@ -244,7 +230,3 @@ class EVLGenBase(BaseModel):
                 ) from err
         docs = self._lemmatizer.pipe(answers)
         return [" ".join(t.lemma_ if t.pos_ in ("NOUN", "VERB") else t.text for t in doc) for doc in docs]
-
-    # ------------------------------------------------------------------ reporting
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)

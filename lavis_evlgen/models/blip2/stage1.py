@@ -21,12 +21,12 @@ from omegaconf import DictConfig
 
 from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer, build_qformer_tokenizer,
                                              ensure_process_group, with_image_features)
-from lavis_evlgen.models.blip2.variant import Blip2Variant
+from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.blip2.weights import load_trainables
 
 
 @registry.register_model("blip2_stage1")
-class Blip2Stage1(Blip2Variant, Blip2Qformer):
+class Blip2Stage1(PluginModelTypes, Blip2Qformer):
     """BLIP-2's first stage, LAVIS's class with offline builders (config keys: see configs/models/blip2_stage1)."""
 
     DEFAULT_MODEL_TYPE = "pretrain"

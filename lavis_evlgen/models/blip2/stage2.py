@@ -33,7 +33,7 @@ from torch import nn
 
 from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer, copy_text_ffn_to_queries,
                                              with_image_features)
-from lavis_evlgen.models.blip2.variant import Blip2Variant
+from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.blip2.weights import load_stage1, load_trainables
 from lavis_evlgen.models.llm import build_llm, freeze
 
@@ -49,7 +49,7 @@ def drop_text_path(qformer: BertLMHeadModel) -> None:
 
 
 @registry.register_model("blip2_stage2_opt")
-class Blip2Stage2OPT(Blip2Variant, Blip2OPT):
+class Blip2Stage2OPT(PluginModelTypes, Blip2OPT):
     """BLIP-2 stage 2 with transformers' OPT (config keys: see configs/models/blip2_stage2_opt)."""
 
     LLM_ARCH = "opt"

@@ -1,11 +1,11 @@
-"""What every BLIP-2 variant of the plugin shares: model types from our configs, size reporting."""
+"""What every model of the plugin shares: model types from our ``configs/`` folder, size reporting."""
 from __future__ import annotations
 
 from lavis_evlgen.common.paths import config_path
 
 
-class Blip2Variant:
-    """Mixin for the BLIP-2 subclasses: ``PRETRAINED_MODEL_CONFIG_DICT`` paths are under ``configs/``."""
+class PluginModelTypes:
+    """Mixin for LAVIS models of the plugin: ``PRETRAINED_MODEL_CONFIG_DICT`` paths are under ``configs/``."""
 
     DEFAULT_MODEL_TYPE = ""
     PRETRAINED_MODEL_CONFIG_DICT: dict[str, str] = {}
