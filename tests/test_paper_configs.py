@@ -13,7 +13,7 @@ from lavis_evlgen.tools.flops import model_config
 PROJECTS = Path(__file__).resolve().parents[1] / "projects"
 # Pre-training builders of the data issue (#5), named as in the authors' code; not registered yet.
 PLACEHOLDER_BUILDERS = {"ccs14M", "laion115M"}
-PAPER_DATA = ["coco_caption", "ccs14M", "laion115M"]
+PAPER_DATA = ["evlgen_coco_caption", "ccs14M", "laion115M"]
 
 # file -> (arch, model_type, steps, global batch, warm-up steps, data, vision, TomeFormer layers, r)
 EVLGEN = {
@@ -30,7 +30,7 @@ EVLGEN = {
                                         12, 19),
     # Table 5, as the authors' released pretrain_vicuna7b.yaml (20 per GPU x 8 GPUs, 2k warm-up, no LAION).
     "pretrain_vicuna7b_60k": ("evlgen_vicuna", "pretrain_vicuna7b", 60_000, 160, 2000,
-                              ["coco_caption", "ccs14M"], "eva_clip_g", 12, 19),
+                              ["evlgen_coco_caption", "ccs14M"], "eva_clip_g", 12, 19),
 }
 BLIP2 = {
     "stage1": ("blip2_stage1", "pretrain", 250_000),
