@@ -2,8 +2,10 @@
 
     python -m lavis_evlgen.tools.compare --cfg-path projects/compare/embedded.yaml [--options key=value ...]
 
-Three methods, trained one after another in this process through LAVIS's Config, task and the
-``runner_evlgen`` runner, each from the same seed and data order:
+Three methods, built in this process through LAVIS's Config, task and the ``runner_evlgen`` runner
+(each from the same seed, so with the same data order) and trained together, one optimizer step of
+each in turn, so that all of them meet the same machine conditions (on a shared machine the load of
+other processes drifts; timed one after another, the ratios would drift with it):
 
 1. ``evlgen``: EVLGen, single stage, ``compare.steps`` steps;
 2. ``blip2_stage2_only``: BLIP-2 stage 2 from a Q-Former that skipped stage 1 ("BLIP-2 without
@@ -138,10 +140,11 @@ def model_config_file(model: DictConfig) -> DictConfig:
 
 @dataclass
 class RunPlan:
-    """One training run: which method's model, how many steps, and its task."""
+    """One training run: which method's model, its task, and which steps of the shared budget it takes."""
 
     name: str
     method: str
+    start: int
     steps: int
     task: str
     evaluate: bool
@@ -149,13 +152,13 @@ class RunPlan:
 
 
 def plan(cfg: DictConfig) -> list[RunPlan]:
-    """The four training runs of the three methods."""
+    """The four training runs of the three methods, placed on the shared step budget."""
     steps = int(cfg.compare.steps)
     stage1 = round(steps * cfg.compare.get("stage1_share", 0.75))
-    return [RunPlan("evlgen", "evlgen", steps, CAPTION_TASK, True),
-            RunPlan("blip2_stage2_only", "blip2_stage2", steps, CAPTION_TASK, True),
-            RunPlan("blip2_stage1", "blip2_stage1", stage1, STAGE1_TASK, False),
-            RunPlan("blip2_stage2_after_stage1", "blip2_stage2", steps - stage1, CAPTION_TASK, True,
+    return [RunPlan("evlgen", "evlgen", 0, steps, CAPTION_TASK, True),
+            RunPlan("blip2_stage2_only", "blip2_stage2", 0, steps, CAPTION_TASK, True),
+            RunPlan("blip2_stage1", "blip2_stage1", 0, stage1, STAGE1_TASK, False),
+            RunPlan("blip2_stage2_after_stage1", "blip2_stage2", stage1, steps - stage1, CAPTION_TASK, True,
                     stage1_from="blip2_stage1")]
 
 
@@ -238,7 +241,7 @@ class RecordingRunner(RunnerEvlgen):
 
 @dataclass
 class RunResult:
-    """What one training run measured."""
+    """What one training run measured (seconds: its own steps, build and evaluation only)."""
 
     name: str
     arch: str
@@ -248,36 +251,81 @@ class RunResult:
     step_seconds: list[float]
     train_seconds: float
     wall_seconds: float
-    load_average: tuple[float, float]
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def train_run(config_path: Path, run: RunPlan, cache: Optional[FeatureCache]) -> RunResult:
-    """Train (and, for captioning runs, evaluate) one run in this process."""
-    start = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    check_config(OmegaConf.load(config_path))
-    cfg = Config(argparse.Namespace(cfg_path=str(config_path), options=[]))
-    init_distributed(cfg.run_cfg)
-    seed_all(int(cfg.run_cfg.get("seed", 42)))
-    task = setup_task(cfg)
-    datasets = task.build_datasets(cfg)
-    if cache is not None:
-        datasets = cache.wrap(datasets)
-    model = task.build_model(cfg)
-    runner = RecordingRunner(cfg=cfg, job_id=run.name, task=task, model=model, datasets=datasets)
-    runner.train()
-    metrics = next(iter(runner.test_metrics.values()), {})
-    result = RunResult(name=run.name, arch=cfg.model_cfg.arch, steps=run.steps,
-                       trainable_params=model.trainable_parameters(),
-                       losses=[(step, loss) for step, loss, _ in runner.step_log],
-                       step_seconds=[seconds for _, _, seconds in runner.step_log],
-                       train_seconds=sum(seconds for _, _, seconds in runner.step_log),
-                       wall_seconds=time.perf_counter() - start, load_average=(load_before, os.getloadavg()[0]),
-                       metrics=metrics)
-    del runner, model, datasets
-    gc.collect()
-    return result
+class LiveRun:
+    """A run being trained: its LAVIS config, task, model and runner, built and ready to step."""
+
+    def __init__(self, config_path: Path, run: RunPlan, cache: Optional[FeatureCache]):
+        start = time.perf_counter()
+        self.plan = run
+        check_config(OmegaConf.load(config_path))
+        cfg = Config(argparse.Namespace(cfg_path=str(config_path), options=[]))
+        init_distributed(cfg.run_cfg)
+        seed_all(int(cfg.run_cfg.get("seed", 42)))
+        task = setup_task(cfg)
+        datasets = task.build_datasets(cfg)
+        if cache is not None:
+            datasets = cache.wrap(datasets)
+        self.arch = cfg.model_cfg.arch
+        self.runner = RecordingRunner(cfg=cfg, job_id=run.name, task=task, model=task.build_model(cfg),
+                                      datasets=datasets)
+        self.trainable_params = self.runner.unwrap_dist_model(self.runner.model).trainable_parameters()
+        # What RunnerEvlgen.train() builds before its first step.
+        self.runner.log_config()
+        _ = self.runner.optimizer, self.runner.scaler, self.runner.lr_scheduler, self.runner.train_loader
+        self.runner.model.train()
+        self.other_seconds = time.perf_counter() - start
+
+    def step(self) -> None:
+        self.runner.train_step()
+
+    def finish(self) -> RunResult:
+        """Save the last checkpoint, evaluate (captioning runs) and free the model."""
+        start = time.perf_counter()
+        runner, run = self.runner, self.plan
+        runner.save_training_state(is_best=False)
+        if run.evaluate:
+            runner.evaluate(cur_epoch=f"iter{runner.iteration}", skip_reload=True)
+        log = runner.step_log
+        train_seconds = sum(seconds for _, _, seconds in log)
+        result = RunResult(name=run.name, arch=self.arch, steps=run.steps, trainable_params=self.trainable_params,
+                           losses=[(step, loss) for step, loss, _ in log], step_seconds=[s for _, _, s in log],
+                           train_seconds=train_seconds,
+                           wall_seconds=self.other_seconds + train_seconds + time.perf_counter() - start,
+                           metrics=next(iter(runner.test_metrics.values()), {}))
+        self.runner = None
+        gc.collect()
+        return result
+
+
+def train_interleaved(cfg: DictConfig, out: Path, cache: Optional[FeatureCache],
+                      width: Optional[int]) -> dict[str, RunResult]:
+    """Train every run of :func:`plan`, one step of each in turn, so that all methods share the same
+    machine conditions (load from other processes drifts; timed one after another, ratios would drift too)."""
+    plans = plan(cfg)
+    live: dict[str, LiveRun] = {}
+    results: dict[str, RunResult] = {}
+    log_freq = int(cfg.run.get("log_freq", 25))
+    for step in range(int(cfg.compare.steps)):
+        for run in plans:
+            if step == run.start:
+                path = out / "configs" / f"{run.name}.yaml"
+                path.write_text(OmegaConf.to_yaml(run_config(cfg, run, out, width)))
+                logger.info("compare: %s takes steps %d-%d of the budget", run.name, run.start + 1,
+                            run.start + run.steps)
+                live[run.name] = LiveRun(path, run, cache)
+        for name, current in live.items():
+            current.step()
+        if (step + 1) % log_freq == 0:
+            logger.info("compare: step %d  %s", step + 1, "  ".join(
+                f"{name} {r.runner.step_log[-1][1]:.3f} ({r.runner.step_log[-1][2]:.1f} s)"
+                for name, r in live.items() if r.runner.step_log))
+        for run in plans:
+            if step == run.start + run.steps - 1:
+                results[run.name] = live.pop(run.name).finish()
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -360,8 +408,9 @@ def markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
              f"Config `{info['config']}`, model type `{info['model_type']}`, batch {info['batch_size']}, "
              f"BLIP-2 stage 1 share {info['stage1_share']}, ViT features cached: {info['feature_cache']}. "
              f"Scored on split `{info['eval_split']}`.",
-             f"Machine: {device}; {where['platform']}; torch {where['torch']}. 1-minute load average at the start "
-             f"and end of each run (other processes share the machine): {info['load_average']}.",
+             f"Machine: {device}; {where['platform']}; torch {where['torch']}; load average at the end "
+             f"(1, 5, 15 min; other processes shared the machine): {info['load_average']}. The methods were "
+             "trained one step of each in turn, so that they ran under the same conditions.",
              "",
              "| method | trainable params | connector MACs / sample | steps / s | s / step (median) | train time (s) "
              "| wall time (s) | final loss | CIDEr |",
@@ -422,13 +471,8 @@ def compare(cfg: DictConfig, config_name: str) -> dict[str, Any]:
     vision = shared_vision(cfg)
     cache = FeatureCache(vision, out / "features") if cfg.compare.get("feature_cache", True) else None
     width = cache.width if cache is not None else None
-    results: dict[str, RunResult] = {}
     try:
-        for run in plan(cfg):
-            path = out / "configs" / f"{run.name}.yaml"
-            path.write_text(OmegaConf.to_yaml(run_config(cfg, run, out, width)))
-            logger.info("compare: run %s (%d steps)", run.name, run.steps)
-            results[run.name] = train_run(path, run, cache)
+        results = train_interleaved(cfg, out, cache, width)
     finally:
         if cache is not None:
             cache.release()
@@ -440,9 +484,7 @@ def compare(cfg: DictConfig, config_name: str) -> dict[str, Any]:
             "stage1_share": float(cfg.compare.get("stage1_share", 0.75)),
             "batch_size": int(cfg.run.batch_size_train), "feature_cache": cache is not None,
             "eval_split": cfg.compare.get("eval_split", "test"), "final_loss_window": window,
-            "machine": machine(),
-            "load_average": ", ".join(f"{name} {a:.1f} -> {b:.1f}" for name, (a, b) in
-                                      ((name, r.load_average) for name, r in results.items()))}
+            "machine": machine(), "load_average": [round(x, 1) for x in os.getloadavg()]}
     report = {**info, "methods": rows, "runs": {name: asdict(r) for name, r in results.items()}}
     (out / "comparison.json").write_text(json.dumps(report, indent=2))
     (out / "comparison.md").write_text(markdown(rows, info))
