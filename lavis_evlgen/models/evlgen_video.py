@@ -99,7 +99,6 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
         sources ``[B, N, T, L]``; the averaging modes give ``[B, T, D_llm]`` and ``[B, T, L]``.
         """
         if "video" not in samples:
-            self.frame_count.frames = None
             return super().encode_image(samples, return_source)
         feats = self.frame_features(samples["video"])
         clips, frames = feats.shape[:2]
@@ -111,6 +110,11 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
             return embeds, atts
         return embeds, atts, out[2].view(clips, frames, *out[2].shape[1:])
 
+    def vision_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Frozen ViT tokens of single images: the temporal modules stay out (EVLGen-Image's features)."""
+        self.frame_count.frames = None
+        return super().vision_features(image)
+
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
         """ViT tokens of every frame, ``[B, N, L, D_vit]`` in fp32 (through the temporal modules if any)."""
         if video.dim() != 5:
@@ -121,6 +125,7 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
         clips, _, frames = video.shape[:3]
         images = video.transpose(1, 2).flatten(0, 1).to(self.vision_dtype)
         temporal = len(self.temporal) > 0
+        # Left set after the call: a ViT with gradient checkpointing re-runs its blocks during backward.
         self.frame_count.frames = frames if temporal else None
         with torch.set_grad_enabled(torch.is_grad_enabled() and temporal):
             feats = self.visual_encoder(images).float()

@@ -66,6 +66,16 @@ def test_identical_frames_give_the_image_models_prompt_and_loss(name, aggregatio
         assert torch.equal(video_model.encode_image({"image": images})[0], ref.encode_image({"image": images})[0])
 
 
+def test_images_skip_the_temporal_modules_even_right_after_a_clip():
+    model, ref = build("evlgen_video_opt").eval(), image_model("evlgen_video_opt").eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        for m in model.temporal:
+            m.gate.fill_(1.0)
+        model.encode_image({"video": clips(n=1, frames=4)})
+        assert torch.equal(model.vision_features(images), ref.vision_features(images))
+
+
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 def test_a_few_training_steps_of_each_aggregation(aggregation):
     model = build("evlgen_video_opt", frame_aggregation=aggregation)
