@@ -14,7 +14,7 @@ import tempfile
 from typing import Callable, Iterator, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lavis_evlgen.models.weights import require_weights
@@ -125,5 +125,6 @@ def dinov2(cfg: DictConfig) -> nn.Module:
 
     path = _weights(cfg)
     if path is None:
-        return HFVisionEncoder(Dinov2Model(Dinov2Config(**cfg.get("config", {}))))
+        settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
+        return HFVisionEncoder(Dinov2Model(Dinov2Config(**settings)))
     return HFVisionEncoder(Dinov2Model.from_pretrained(path, local_files_only=True))
