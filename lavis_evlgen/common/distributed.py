@@ -7,6 +7,7 @@ torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) instead and picks the back
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from typing import Any
 
@@ -96,7 +97,12 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group, if any, once every rank is done (end of train.py / evaluate.py)."""
+    """Leave the process group, if any, once every rank is done (end of train.py / evaluate.py).
+
+    Collects garbage first: a DDP wrapper kept alive by a reference cycle holds the gloo group, whose
+    worker threads would otherwise be torn down during interpreter exit and abort the process.
+    """
     if is_dist_avail_and_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
