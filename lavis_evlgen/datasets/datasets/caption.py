@@ -42,39 +42,46 @@ def collate_skipping(samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
     return batch
 
 
-class SafeCaptionDataset(CaptionDataset):
-    """Training split: one sample per caption."""
+class SkippingDataset:
+    """One sample per annotation entry: the processed media under ``media_key`` plus :meth:`sample_fields`.
+
+    An entry whose media cannot be read gives ``None``, which :meth:`collater` drops and counts. Mix in
+    before a LAVIS dataset class (which supplies ``annotation``, ``vis_root`` and the processors).
+    """
+
+    media_key = "image"
+
+    def load_media(self, ann: dict[str, Any]) -> Optional[Any]:
+        """The processed image of ``ann``, or None if it cannot be read."""
+        image = load_image(os.path.join(self.vis_root, ann["image"]))
+        return None if image is None else self.vis_processor(image)
+
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
+        """The sample's fields besides the media."""
+        raise NotImplementedError
 
     def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
         ann = self.annotation[index]
-        image = load_image(os.path.join(self.vis_root, ann["image"]))
-        if image is None:
+        media = self.load_media(ann)
+        if media is None:
             return None
-        return {
-            "image": self.vis_processor(image),
-            "text_input": self.text_processor(ann["caption"]),
-            "image_id": self.img_ids[ann["image_id"]],
-        }
+        return {self.media_key: media, **self.sample_fields(ann)}
 
-    def collater(self, samples):
+    def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
         return collate_skipping(samples)
 
 
-class SafeCaptionEvalDataset(CaptionEvalDataset):
+class SafeCaptionDataset(SkippingDataset, CaptionDataset):
+    """Training split: one sample per caption."""
+
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
+        return {"text_input": self.text_processor(ann["caption"]), "image_id": self.img_ids[ann["image_id"]]}
+
+
+class SafeCaptionEvalDataset(SkippingDataset, CaptionEvalDataset):
     """Evaluation split: one sample per image; ``image_id`` matches the ground-truth file."""
 
     gt_file: Optional[str] = None
 
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
-        ann = self.annotation[index]
-        image = load_image(os.path.join(self.vis_root, ann["image"]))
-        if image is None:
-            return None
-        return {
-            "image": self.vis_processor(image),
-            "image_id": ann["image_id"],
-            "instance_id": ann["instance_id"],
-        }
-
-    def collater(self, samples):
-        return collate_skipping(samples)
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
+        return {"image_id": ann["image_id"], "instance_id": ann["instance_id"]}

@@ -34,7 +34,7 @@ import torch
 from lavis.datasets.datasets.base_dataset import BaseDataset
 from lavis.datasets.datasets.caption_datasets import CaptionDataset
 
-from lavis_evlgen.datasets.datasets.caption import collate_skipping
+from lavis_evlgen.datasets.datasets.caption import SkippingDataset
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ def load_clip(path: str, n: int, image_size: int, sampling: str) -> Optional[tor
     return frames.permute(3, 0, 1, 2).float()  # [N, H, W, C] -> [C, N, H, W]
 
 
-class VideoClipMixin:
+class VideoClipMixin(SkippingDataset):
     """Reads an annotation's video through :func:`load_clip` and the LAVIS video processor's transform."""
+
+    media_key = "video"
 
     def _setup_frames(self, sampling: str) -> None:
         processor = self.vis_processor
@@ -85,13 +87,10 @@ class VideoClipMixin:
             raise ValueError(f"vis_processor.sampling: expected one of {list(FRAME_SAMPLINGS)}, got '{sampling}'")
         self.n_frms, self.image_size, self.sampling = int(n), int(processor.image_size), sampling
 
-    def load_video(self, ann: dict[str, Any]) -> Optional[torch.Tensor]:
+    def load_media(self, ann: dict[str, Any]) -> Optional[torch.Tensor]:
         """The processed clip ``[C, N, H, W]`` of an annotation entry, or None if it cannot be used."""
         clip = load_clip(os.path.join(self.vis_root, ann["video"]), self.n_frms, self.image_size, self.sampling)
         return None if clip is None else self.vis_processor.transform(clip)
-
-    def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
-        return collate_skipping(samples)
 
 
 class SafeVideoCaptionDataset(VideoClipMixin, CaptionDataset):
@@ -101,13 +100,8 @@ class SafeVideoCaptionDataset(VideoClipMixin, CaptionDataset):
         super().__init__(vis_processor, text_processor, vis_root, ann_paths)
         self._setup_frames(sampling)
 
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
-        ann = self.annotation[index]
-        video = self.load_video(ann)
-        if video is None:
-            return None
-        return {"video": video, "text_input": self.text_processor(ann["caption"]),
-                "image_id": self.img_ids[ann["image_id"]]}
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
+        return {"text_input": self.text_processor(ann["caption"]), "image_id": self.img_ids[ann["image_id"]]}
 
 
 class SafeVideoCaptionEvalDataset(VideoClipMixin, BaseDataset):
@@ -120,9 +114,5 @@ class SafeVideoCaptionEvalDataset(VideoClipMixin, BaseDataset):
         super().__init__(vis_processor, text_processor, vis_root, ann_paths)
         self._setup_frames(sampling)
 
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
-        ann = self.annotation[index]
-        video = self.load_video(ann)
-        if video is None:
-            return None
-        return {"video": video, "image_id": ann["image_id"], "instance_id": ann["instance_id"]}
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
+        return {"image_id": ann["image_id"], "instance_id": ann["instance_id"]}

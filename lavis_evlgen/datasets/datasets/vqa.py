@@ -14,13 +14,12 @@ Unreadable images give ``None``; batches count them under ``n_skipped`` (see ``c
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Any, Optional
 
 from lavis.datasets.datasets.vqa_datasets import VQADataset, VQAEvalDataset
 
-from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY, collate_skipping, load_image
+from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY, SkippingDataset
 
 
 def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
@@ -29,48 +28,28 @@ def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
     return list(counts), [n / len(answers) for n in counts.values()]
 
 
-class SafeVQADataset(VQADataset):
+class SafeVQADataset(SkippingDataset, VQADataset):
     """Training split: one sample per question, all ground-truth answers with weights."""
 
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
-        ann = self.annotation[index]
-        image = load_image(os.path.join(self.vis_root, ann["image"]))
-        if image is None:
-            return None
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
         answers, weights = answer_weights(ann["answer"])
-        return {
-            "image": self.vis_processor(image),
-            "text_input": self.text_processor(ann["question"]),
-            "answers": answers,
-            "weights": weights,
-        }
+        return {"text_input": self.text_processor(ann["question"]), "answers": answers, "weights": weights}
 
     def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
+        """LAVIS's VQA batching (answers, weights, n_answers) of the readable samples, plus the skip count."""
         kept = [s for s in samples if s is not None]
-        batch = super().collater(kept) if kept else {}
+        batch = VQADataset.collater(self, kept) if kept else {}
         batch[SKIPPED_KEY] = len(samples) - len(kept)
         return batch
 
 
-class SafeVQAEvalDataset(VQAEvalDataset):
+class SafeVQAEvalDataset(SkippingDataset, VQAEvalDataset):
     """Evaluation split: one sample per question; the VQAv2 files are attached by the builder."""
 
     coco_fmt_qust_file: Optional[str] = None
     coco_fmt_anno_file: Optional[str] = None
     answer_list: Optional[list[str]] = None
 
-    def __getitem__(self, index: int) -> Optional[dict[str, Any]]:
-        ann = self.annotation[index]
-        image = load_image(os.path.join(self.vis_root, ann["image"]))
-        if image is None:
-            return None
-        return {
-            "image": self.vis_processor(image),
-            "text_input": self.text_processor(ann["question"]),
-            "question_id": ann["question_id"],
-            "instance_id": ann["instance_id"],
-            "answer": Counter(ann["answer"]).most_common(1)[0][0],
-        }
-
-    def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
-        return collate_skipping(samples)
+    def sample_fields(self, ann: dict[str, Any]) -> dict[str, Any]:
+        return {"text_input": self.text_processor(ann["question"]), "question_id": ann["question_id"],
+                "instance_id": ann["instance_id"], "answer": Counter(ann["answer"]).most_common(1)[0][0]}
