@@ -26,6 +26,16 @@ def require(section: DictConfig, key: str, prefix: str) -> object:
     return section[key]
 
 
+def optional_probability(section: DictConfig, key: str, prefix: str) -> float | None:
+    """``section[key]`` as a probability in [0, 1), None when unset; ConfigError naming the key otherwise."""
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{prefix}.{key}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
 def check_model(cfg: DictConfig) -> None:
     model = cfg.get("model")
     if model is None:

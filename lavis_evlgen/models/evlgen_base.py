@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertConfig
 
+from lavis_evlgen.common.config_check import optional_probability
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.tomeformer import TomeFormer
@@ -34,7 +35,12 @@ CAPTION_END = "\n"
 
 
 def build_tomeformer(cfg: DictConfig) -> TomeFormer:
-    """TomeFormer from a local BERT (``model.tomeformer.bert``) or randomly from ``model.tomeformer.config``."""
+    """TomeFormer from a local BERT (``model.tomeformer.bert``) or randomly from ``model.tomeformer.config``.
+
+    ``model.tomeformer.dropout`` (optional) sets the hidden and attention dropout of every layer, replacing
+    the BERT config's (0.1 for BERT and MiniLM).
+    """
+    dropout = optional_probability(cfg, "dropout", "model.tomeformer")
     options = dict(
         r=OmegaConf.to_container(cfg.r) if OmegaConf.is_config(cfg.get("r")) else cfg.get("r", 0),  # list: per layer
         merge_mode=cfg.get("merge_mode", "mean"),
@@ -42,10 +48,12 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     )
     if cfg.get("bert"):
         path = require_weights(cfg.bert, "model.tomeformer.bert")
-        return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), **options)
+        return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), dropout=dropout, **options)
     settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
     if cfg.get("num_layers"):
         settings["num_hidden_layers"] = cfg.num_layers
+    if dropout is not None:
+        settings["hidden_dropout_prob"] = settings["attention_probs_dropout_prob"] = dropout
     return TomeFormer.from_config(BertConfig(**settings), **options)
 
 

@@ -100,9 +100,10 @@ class TomeFormer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, r: int | list[int] | tuple[int, float],
                         num_hidden_layers: int | None = None, class_token: bool = True, merge_mode: str = "mean",
-                        proportional_attention: bool = False) -> "TomeFormer":
+                        proportional_attention: bool = False, dropout: float | None = None) -> "TomeFormer":
         """Load a local BERT checkpoint folder (config.json + model.safetensors or pytorch_model.bin),
-        optionally keeping only its first ``num_hidden_layers`` layers."""
+        optionally keeping only its first ``num_hidden_layers`` layers; ``dropout`` replaces the checkpoint's
+        hidden and attention dropout probabilities (None keeps them)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no BERT checkpoint at {path} (expected a folder with config.json and weights)")
@@ -112,6 +113,8 @@ class TomeFormer(nn.Module):
                 raise ValueError(f"num_hidden_layers must be in [1, {config.num_hidden_layers}] for {path}, "
                                  f"got {num_hidden_layers}")
             config.num_hidden_layers = num_hidden_layers
+        if dropout is not None:
+            config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         bert, info = BertModel.from_pretrained(path, config=config, add_pooling_layer=False, local_files_only=True,
                                                output_loading_info=True)
         missing = [key for key in info["missing_keys"] if not key.startswith("embeddings.word_embeddings")]

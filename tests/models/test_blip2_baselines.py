@@ -293,3 +293,19 @@ def test_paper_size_stage1_trainables_hand_counted():
     expected = embeddings + layers + lm_head + 32 * 768 + 2 * 1408 + heads
     assert model.trainable_parameters() == expected
     assert 185e6 < expected < 190e6  # BLIP-2 quotes 188M for its Q-Former
+
+
+def test_qformer_dropout_option_and_bad_value():
+    from omegaconf import OmegaConf
+
+    from lavis_evlgen.models.blip2.parts import qformer_config
+
+    cfg = OmegaConf.create({"config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                       "intermediate_size": 64}, "dropout": 0.0})
+    config = qformer_config(cfg, vision_width=16)
+    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.0
+    cfg.dropout = None
+    assert qformer_config(cfg, vision_width=16).hidden_dropout_prob == 0.1  # BERT's default kept
+    cfg.dropout = 1.5
+    with pytest.raises(ValueError, match="model.qformer.dropout"):
+        qformer_config(cfg, vision_width=16)

@@ -119,3 +119,27 @@ def test_bad_configuration_errors():
         small_tomeformer()(torch.randn(1, 10, 16))
     with pytest.raises(ValueError, match="max_position_embeddings"):
         small_tomeformer()(torch.randn(1, 301, 32))
+
+
+def test_dropout_option_replaces_the_checkpoint_dropout():
+    x = torch.randn(2, 20, 384)
+    quiet = TomeFormer.from_pretrained(minilm_path(), r=4, num_hidden_layers=2, dropout=0.0).train()
+    assert quiet.config.hidden_dropout_prob == quiet.config.attention_probs_dropout_prob == 0.0
+    assert all(m.p == 0.0 for m in quiet.modules() if isinstance(m, torch.nn.Dropout))
+    assert quiet(x).last_hidden_state.equal(quiet(x).last_hidden_state)  # training mode, yet deterministic
+    noisy = TomeFormer.from_pretrained(minilm_path(), r=4, num_hidden_layers=2).train()
+    assert noisy.config.hidden_dropout_prob == 0.1
+    assert not noisy(x).last_hidden_state.equal(noisy(x).last_hidden_state)
+
+
+@pytest.mark.parametrize("dropout", [1.0, -0.1, "high"])
+def test_bad_dropout_names_the_config_key(dropout):
+    from omegaconf import OmegaConf
+
+    from lavis_evlgen.models.evlgen_base import build_tomeformer
+
+    cfg = OmegaConf.create({"r": 2, "dropout": dropout, "config": {k: v for k, v in SMALL.items()}})
+    with pytest.raises(ValueError, match="model.tomeformer.dropout"):
+        build_tomeformer(cfg)
+    cfg.dropout = 0.0
+    assert all(m.p == 0.0 for m in build_tomeformer(cfg).modules() if isinstance(m, torch.nn.Dropout))

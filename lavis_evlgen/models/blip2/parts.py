@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertTokenizer
 
+from lavis_evlgen.common.config_check import optional_probability
 from lavis_evlgen.models.llm import part_dtype
 from lavis_evlgen.models.vision import build_vision_encoder
 from lavis_evlgen.models.weights import require_weights
@@ -62,7 +63,8 @@ def build_qformer_tokenizer(cfg: DictConfig) -> BertTokenizer:
 
 def qformer_config(cfg: DictConfig, vision_width: int) -> BertConfig:
     """BERT config of the Q-Former: the local checkpoint's (or ``model.qformer.config``) plus BLIP-2's
-    cross-attention to the ViT every ``cross_attention_freq`` layers and ``num_query_token`` queries."""
+    cross-attention to the ViT every ``cross_attention_freq`` layers and ``num_query_token`` queries;
+    ``model.qformer.dropout`` (optional) replaces the hidden and attention dropout."""
     if cfg.get("bert"):
         path = require_weights(cfg.bert, "model.qformer.bert")
         config = BertConfig.from_pretrained(path, local_files_only=True)
@@ -73,6 +75,9 @@ def qformer_config(cfg: DictConfig, vision_width: int) -> BertConfig:
             raise ValueError(f"model.qformer.num_layers: must be in [1, {config.num_hidden_layers}], "
                              f"got {cfg.num_layers}")
         config.num_hidden_layers = cfg.num_layers
+    dropout = optional_probability(cfg, "dropout", "model.qformer")
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     config.encoder_width = vision_width
     config.add_cross_attention = True
     config.cross_attention_freq = cfg.get("cross_attention_freq", 2)
