@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.data.dataloader import default_collate
 
 from lavis_evlgen.common.data_order import ResumableSampler, SeededSampleDataset
-from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
+from lavis_evlgen.datasets.datasets.caption import collate_skipping
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +26,7 @@ class SkipCountingCollate:
         self.collater = collater or default_collate
 
     def __call__(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
-        kept = [s for s in samples if s is not None]
-        batch: dict[str, Any] = self.collater(kept) if kept else {}
-        batch[SKIPPED_KEY] = int(batch.get(SKIPPED_KEY, 0)) + len(samples) - len(kept)
-        return batch
+        return collate_skipping(samples, self.collater)
 
 
 class ResumableTrainLoader:

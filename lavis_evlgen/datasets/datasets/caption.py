@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lavis.datasets.datasets.caption_datasets import CaptionDataset, CaptionEvalDataset
 from PIL import Image
@@ -34,11 +34,13 @@ def load_image(path: str) -> Optional[Image.Image]:
         return None
 
 
-def collate_skipping(samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
-    """Collate the readable samples and count the unreadable ones under ``n_skipped``."""
+def collate_skipping(samples: list[Optional[dict[str, Any]]],
+                     collate: Callable[[list], dict[str, Any]] = default_collate) -> dict[str, Any]:
+    """Collate the readable samples with ``collate`` and add the number of unreadable ones to ``n_skipped``
+    (on top of any count ``collate`` reported itself)."""
     kept = [s for s in samples if s is not None]
-    batch: dict[str, Any] = default_collate(kept) if kept else {}
-    batch[SKIPPED_KEY] = len(samples) - len(kept)
+    batch: dict[str, Any] = collate(kept) if kept else {}
+    batch[SKIPPED_KEY] = int(batch.get(SKIPPED_KEY, 0)) + len(samples) - len(kept)
     return batch
 
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 from torch.utils.data import Dataset
 
-from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
+from lavis_evlgen.datasets.datasets.caption import collate_skipping
 
 
 def block_sizes(ratios: list[float], length: int) -> list[int]:
@@ -56,8 +56,8 @@ class RatioMixture(Dataset):
 
     def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
         """Collate the readable samples on the keys they share; count the unreadable under ``n_skipped``."""
-        kept = [s for s in samples if s is not None]
-        shared = set.intersection(*(set(s) for s in kept)) if kept else set()
-        batch = self.datasets[0].collater([{k: v for k, v in s.items() if k in shared} for s in kept]) if kept else {}
-        batch[SKIPPED_KEY] = int(batch.get(SKIPPED_KEY, 0)) + len(samples) - len(kept)
-        return batch
+        return collate_skipping(samples, self._collate_shared_keys)
+
+    def _collate_shared_keys(self, kept: list[dict[str, Any]]) -> dict[str, Any]:
+        shared = set.intersection(*(set(s) for s in kept))
+        return self.datasets[0].collater([{k: v for k, v in s.items() if k in shared} for s in kept])

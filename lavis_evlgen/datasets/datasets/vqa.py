@@ -15,11 +15,12 @@ Unreadable images give ``None``; batches count them under ``n_skipped`` (see ``c
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any, Optional
 
 from lavis.datasets.datasets.vqa_datasets import VQADataset, VQAEvalDataset
 
-from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY, SkippingDataset
+from lavis_evlgen.datasets.datasets.caption import SkippingDataset, collate_skipping
 
 
 def answer_weights(answers: list[str]) -> tuple[list[str], list[float]]:
@@ -37,10 +38,7 @@ class SafeVQADataset(SkippingDataset, VQADataset):
 
     def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
         """LAVIS's VQA batching (answers, weights, n_answers) of the readable samples, plus the skip count."""
-        kept = [s for s in samples if s is not None]
-        batch = VQADataset.collater(self, kept) if kept else {}
-        batch[SKIPPED_KEY] = len(samples) - len(kept)
-        return batch
+        return collate_skipping(samples, partial(VQADataset.collater, self))
 
 
 class SafeVQAEvalDataset(SkippingDataset, VQAEvalDataset):
