@@ -5,6 +5,8 @@ inside; :func:`check_config` looks at the merged YAML + ``--options`` first.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from lavis.common.registry import registry
 from omegaconf import DictConfig
 
@@ -26,14 +28,21 @@ def require(section: DictConfig, key: str, prefix: str) -> object:
     return section[key]
 
 
-def optional_probability(section: DictConfig, key: str, prefix: str) -> float | None:
-    """``section[key]`` as a probability in [0, 1), None when unset; ConfigError naming the key otherwise."""
+def optional_number(section: DictConfig, key: str, prefix: str, valid: Callable[[float], bool],
+                    requirement: str) -> float | None:
+    """``section[key]`` as a float, None when unset; ConfigError ``"<prefix>.<key>: <requirement>, got ..."``
+    when it is not a number (booleans included) or ``valid`` rejects it."""
     value = section.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"{prefix}.{key}: expected a probability in [0, 1), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+        raise ConfigError(f"{prefix}.{key}: {requirement}, got {value!r}")
     return float(value)
+
+
+def optional_probability(section: DictConfig, key: str, prefix: str) -> float | None:
+    """``section[key]`` as a probability in [0, 1), None when unset; ConfigError naming the key otherwise."""
+    return optional_number(section, key, prefix, lambda v: 0 <= v < 1, "expected a probability in [0, 1)")
 
 
 def check_model(cfg: DictConfig) -> None:

@@ -43,7 +43,7 @@ import lavis_evlgen.common.lr_schedules  # noqa: F401  registers linear_warmup_c
 from lavis_evlgen.common.checkpoint import (CheckpointManager, capture_rng_state, load_checkpoint,
                                             load_trainable_state_dict, restore_rng_state, seed_all,
                                             trainable_state_dict)
-from lavis_evlgen.common.config_check import ConfigError, require
+from lavis_evlgen.common.config_check import ConfigError, optional_number, require
 from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, barrier, broadcast_object
 from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
 from lavis_evlgen.common.paths import cache_dir
@@ -122,9 +122,7 @@ class RunnerEvlgen(RunnerBase):
             _check_int(run, key)
         if run.get("amp_dtype", "bf16") not in AMP_DTYPES:
             raise ConfigError(f"run.amp_dtype: expected one of {sorted(AMP_DTYPES)}, got '{run.amp_dtype}'")
-        norm = run.get("max_grad_norm")
-        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float)) or norm <= 0):
-            raise ConfigError(f"run.max_grad_norm: must be a positive number, got {norm!r}")
+        optional_number(run, "max_grad_norm", "run", lambda v: v > 0, "must be a positive number")
         _check_int(run, "keep_last_k", minimum=0)
         _check_int(run, "num_workers", minimum=0)
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
