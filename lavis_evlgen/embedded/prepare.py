@@ -53,14 +53,15 @@ class Part:
     source: Source
     converter: str
     write: Callable[[list[Path], Path], dict]
+    needs_mb: int
 
 
 PARTS: dict[str, Part] = {
     "llm": Part("smollm2-135m-instruct", SMOLLM2, smollm2.CONVERTER,
-                lambda files, out: smollm2.write_smollm2(files[0], out)),
+                lambda files, out: smollm2.write_smollm2(files[0], out), 600),
     "vision": Part("dinov2-vits14-focus", DINOV2_FOCUS, dinov2.CONVERTER,
-                   lambda files, out: dinov2.write_dinov2(files[0], out)),
-    "bert": Part("all-minilm-l6-v2", MINILM, MINILM_CONVERTER, _copy_minilm),
+                   lambda files, out: dinov2.write_dinov2(files[0], out), 100),
+    "bert": Part("all-minilm-l6-v2", MINILM, MINILM_CONVERTER, _copy_minilm, 100),
 }
 
 
@@ -72,6 +73,24 @@ class EmbeddedPaths:
     vision_dir: Path
     bert_dir: Path
     licences: Mapping[str, Licence] = field(default_factory=dict)
+
+
+class NotEnoughDiskSpace(OSError):
+    """The cache's file system has too little room for a part; raised before anything is written."""
+
+
+def check_free_space(folder: Path, needs_mb: int) -> None:
+    """Raise ``NotEnoughDiskSpace`` naming ``folder`` and ``EVLGEN_CACHE`` unless ``needs_mb`` MB are free.
+
+    Checked before a conversion so that a full disk gives one clear error instead of a
+    serializer's I/O traceback half-way through writing a checkpoint.
+    """
+    free_mb = shutil.disk_usage(folder.parent).free / 1e6
+    if free_mb < needs_mb:
+        raise NotEnoughDiskSpace(
+            f"preparing {folder.name} needs about {needs_mb} MB free under {folder.parent}, "
+            f"but only {free_mb:.0f} MB are free; free some space or point EVLGEN_CACHE at a "
+            f"larger disk")
 
 
 def _folder_mb(folder: Path) -> float:
@@ -86,6 +105,7 @@ def _prepare_part(root: Path, role: str, part: Part, force: bool) -> Path:
     if reason is None:
         logger.debug("%s: %s is up to date", role, entry)
         return entry
+    check_free_space(entry, part.needs_mb)
     logger.info("%s: preparing %s (%s) from %s", role, entry, reason, part.source.licence.package)
     start = time.perf_counter()
 

