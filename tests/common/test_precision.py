@@ -1,18 +1,29 @@
-"""Precision resolution: fp32 on CPU whatever run.amp says; dtype names checked."""
+"""Precision resolution: bf16 autocast on a CPU only with native bf16, fp16 never; dtype names checked."""
 from __future__ import annotations
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lavis_evlgen.common.precision import Precision, resolve_precision
+from lavis_evlgen.common.precision import Precision, cpu_has_native_bf16, resolve_precision
 
 
-def test_cpu_ignores_amp_and_says_so():
+def test_cpu_ignores_fp16_amp_and_says_so():
     p = resolve_precision(OmegaConf.create({"amp": True, "amp_dtype": "fp16"}), torch.device("cpu"))
     assert p.dtype == torch.float32
     assert p.grad_scaler() is None
     assert "fp32" in p.describe() and "ignored" in p.describe()
+
+
+def test_cpu_bf16_amp_follows_the_cpu():
+    """bf16 autocast where this CPU computes bf16 natively, fp32 with the reason logged elsewhere."""
+    p = resolve_precision(OmegaConf.create({"amp": True, "amp_dtype": "bf16"}), torch.device("cpu"))
+    if cpu_has_native_bf16():
+        assert p.dtype == torch.bfloat16 and p.autocast_enabled
+        assert "bf16 autocast on cpu" in p.describe()
+    else:
+        assert p.dtype == torch.float32 and "no native bf16" in p.describe()
+    assert p.grad_scaler() is None
 
 
 def test_amp_off_is_fp32():
