@@ -5,7 +5,8 @@ This task takes the COCO-format file from the dataset instead (``dataset.gt_file
 ``caption_folder`` builder from ``build_info.annotations.<split>.gt``), scores BLEU, METEOR, ROUGE-L and
 CIDEr (no SPICE, see ``caption_metrics``), and counts images that could not be read.
 
-Run keys: ``num_beams`` (5), ``max_len`` (30), ``min_len`` (8), ``report_metric`` (True). Results are
+Run keys: ``num_beams`` (5), ``max_len`` (30), ``min_len`` (8), ``repetition_penalty`` (1.0, i.e. none;
+above 1 discourages the loops a small LLM falls into with greedy decoding), ``report_metric`` (True). Results are
 written the LAVIS way: one ``<split>_<epoch>_rank<r>.json`` per rank, merged by rank 0 into
 ``<split>_<epoch>.json`` with one caption per ``image_id`` (the distributed sampler's padding repeats
 images). ``agg_metrics`` is CIDEr + BLEU-4, as in LAVIS.
@@ -22,6 +23,7 @@ from lavis.common.dist_utils import main_process
 from lavis.common.registry import registry
 from lavis.tasks.captioning import CaptionTask
 
+from lavis_evlgen.common.config_check import optional_number
 from lavis_evlgen.common.distributed import all_reduce_sum
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.tasks.caption_metrics import coco_caption_scores
@@ -33,18 +35,22 @@ logger = logging.getLogger(__name__)
 class EvlgenCaptionTask(CaptionTask):
     """Caption generation + COCO metrics with local ground truth."""
 
-    def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, report_metric: bool = True):
+    def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, report_metric: bool = True,
+                 repetition_penalty: float = 1.0):
         super().__init__(num_beams=num_beams, max_len=max_len, min_len=min_len, evaluate=evaluate,
                          report_metric=report_metric)
+        self.repetition_penalty = repetition_penalty
         self.gt_file: Optional[str] = None
         self.eval_skipped = 0
 
     @classmethod
     def setup_task(cls, cfg) -> "EvlgenCaptionTask":
         run = cfg.run_cfg
+        penalty = optional_number(run, "repetition_penalty", "run", lambda v: v > 0, "must be a positive number")
         return cls(num_beams=int(run.get("num_beams", 5)), max_len=int(run.get("max_len", 30)),
                    min_len=int(run.get("min_len", 8)), evaluate=bool(run.get("evaluate", False)),
-                   report_metric=bool(run.get("report_metric", True)))
+                   report_metric=bool(run.get("report_metric", True)),
+                   repetition_penalty=1.0 if penalty is None else penalty)
 
     def before_evaluation(self, model, dataset, **kwargs) -> None:
         """Remember the dataset's ground-truth file; reset the unreadable-image count."""
@@ -56,7 +62,10 @@ class EvlgenCaptionTask(CaptionTask):
         self.eval_skipped += int(samples.pop(SKIPPED_KEY, 0))
         if "image_id" not in samples:
             return []
-        return super().valid_step(model, samples)
+        captions = model.generate(samples, use_nucleus_sampling=False, num_beams=self.num_beams,
+                                  max_length=self.max_len, min_length=self.min_len,
+                                  repetition_penalty=self.repetition_penalty)
+        return [{"caption": caption, "image_id": int(i)} for caption, i in zip(captions, samples["image_id"])]
 
     def after_evaluation(self, val_result: list[dict], split_name: str, epoch: Any, **kwargs) -> Optional[dict]:
         """Merge the ranks' captions, score them on rank 0; returns the metrics there, None elsewhere."""

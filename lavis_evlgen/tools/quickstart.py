@@ -93,12 +93,14 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def caption_all(model, dataset, batch_size: int, num_beams: int, max_len: int, min_len: int) -> dict[int, str]:
+def caption_all(model, dataset, batch_size: int, num_beams: int, max_len: int, min_len: int,
+                repetition_penalty: float = 1.0) -> dict[int, str]:
     """Generated caption per image_id for every image of an evaluation dataset."""
     captions = {}
     for start in range(0, len(dataset), batch_size):
         batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        out = model.generate(batch, num_beams=num_beams, max_length=max_len, min_length=min_len)
+        out = model.generate(batch, num_beams=num_beams, max_length=max_len, min_length=min_len,
+                             repetition_penalty=repetition_penalty)
         captions.update({int(i): c for i, c in zip(batch["image_id"], out)})
     return captions
 
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     steps("Captions of held-out shapes (from the test run) and of real photos, by the trained model")
     generate = dict(batch_size=int(run.batch_size_eval), num_beams=int(run.num_beams),
-                    max_len=int(run.max_len), min_len=int(run.min_len))
+                    max_len=int(run.max_len), min_len=int(run.min_len),
+                    repetition_penalty=float(run.get("repetition_penalty", 1.0)))
     test_caps = {int(r["image_id"]): r["caption"]
                  for r in json.loads((out_dir / "result" / "test_best.json").read_text())}
     photo_caps = caption_all(model, photos, **generate)

@@ -9,6 +9,7 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401
+from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.tasks.caption_metrics import METRICS
 from lavis_evlgen.tasks.captioning import EvlgenCaptionTask
 
@@ -47,6 +48,26 @@ def test_registered_with_defaults():
     task = make_task()
     assert isinstance(task, EvlgenCaptionTask)
     assert (task.num_beams, task.max_len, task.min_len, task.report_metric) == (5, 30, 8, True)
+    assert task.repetition_penalty == 1.0
+
+
+@pytest.mark.parametrize("value", [0, -1.5, "high", True])
+def test_bad_repetition_penalty_names_the_key(value):
+    with pytest.raises(ConfigError, match="run.repetition_penalty: must be a positive number"):
+        make_task(repetition_penalty=value)
+
+
+def test_valid_step_decodes_with_the_repetition_penalty(tiny_model):
+    """The task's captions are the model's own with run.repetition_penalty, and the penalty changes them."""
+    torch.manual_seed(0)
+    samples = {"image": torch.randn(4, 3, 32, 32), "image_id": torch.arange(4)}
+    decode = dict(num_beams=1, max_length=12, min_length=12)
+    captions = {}
+    for penalty in (1.0, 3.0):
+        task = make_task(num_beams=1, max_len=12, min_len=12, repetition_penalty=penalty)
+        captions[penalty] = [r["caption"] for r in task.valid_step(tiny_model, dict(samples))]
+        assert captions[penalty] == tiny_model.generate(dict(samples), repetition_penalty=penalty, **decode)
+    assert captions[1.0] != captions[3.0]
 
 
 def test_valid_step_captions_each_image_and_counts_skips(tiny_model, gt_file):
