@@ -203,6 +203,19 @@ def report_captions(test, test_caps: dict[int, str], photos, photo_caps: dict[in
         print(f"    {names[image_id]:24} {caption!r:50}  reference: {photo_refs[image_id][0]!r}")
 
 
+def grounding(scenes: list[dict[str, Any]], captions: dict[int, str]) -> dict[str, int]:
+    """How much the captions depend on the image, which CIDEr alone hides.
+
+    A few template sentences repeated for every image can score well above a constant caption, so
+    this counts the distinct captions and the drawn shapes whose exact phrase ("small red circle")
+    appears in their image's caption. ``scenes``: the split's entries of the generator's scenes.json.
+    """
+    named = sum(f"{s['size']} {s['color']} {s['kind']}" in captions[sc["image_id"]]
+                for sc in scenes for s in sc["shapes"])
+    return {"images": len(scenes), "distinct_captions": len({captions[sc["image_id"]] for sc in scenes}),
+            "shapes": sum(len(sc["shapes"]) for sc in scenes), "shapes_named_exactly": named}
+
+
 def score(test, test_caps, shapes, photos, photo_caps, out_dir: Path, elapsed: float) -> dict[str, Any]:
     """Scores of the trained model's captions on test (all, held-out, seen), the baseline and the photos."""
     gt = Path(test.gt_file)
@@ -218,6 +231,8 @@ def score(test, test_caps, shapes, photos, photo_caps, out_dir: Path, elapsed: f
             "caption": baseline,
             **subset_scores(str(gt), {i: baseline for i in test_caps}, scored / "quickstart_baseline.json")},
         "photos": subset_scores(photos.gt_file, photo_caps, scored / "quickstart_photos.json"),
+        "test_grounding": grounding(
+            json.loads((Path(shapes["train"].vis_root) / "scenes.json").read_text())["test"], test_caps),
         "run_log": str(out_dir / "run.log"),
         "elapsed_seconds": round(elapsed, 1),
     }
@@ -234,6 +249,9 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
     ratio = metrics["test_held_out"]["CIDEr"] / max(base["CIDEr"], 1e-9)
     print(f"\n  held-out CIDEr {metrics['test_held_out']['CIDEr']:.3f} vs most-frequent-caption baseline "
           f"{base['CIDEr']:.3f} ({ratio:.1f}x)")
+    g = metrics["test_grounding"]
+    print(f"  image dependence: {g['distinct_captions']} distinct captions for {g['images']} test images; "
+          f"{g['shapes_named_exactly']} of {g['shapes']} shapes named exactly (size, colour, kind)")
     minutes = metrics["elapsed_seconds"] / 60
     print(f"  quickstart time {minutes:.1f} min (target: at most {TARGET_MINUTES} min with the install)")
     print(f"  pictures: {out_dir / 'loss_curve.png'}, {out_dir / 'merge_map.png'}")

@@ -4,6 +4,18 @@ import subprocess
 import sys
 
 from lavis_evlgen.common.paths import REPO_ROOT
+from lavis_evlgen.tools.quickstart import grounding
+
+
+def test_grounding_counts_distinct_captions_and_exact_shape_phrases():
+    scenes = [{"image_id": 1, "shapes": [{"size": "small", "color": "red", "kind": "circle"}]},
+              {"image_id": 2, "shapes": [{"size": "large", "color": "blue", "kind": "star"},
+                                         {"size": "small", "color": "green", "kind": "cross"}]},
+              {"image_id": 3, "shapes": [{"size": "small", "color": "red", "kind": "star"}]}]
+    captions = {1: "a small red circle on the left", 2: "a small red circle on the left",
+                3: "a large red star at the top"}
+    assert grounding(scenes, captions) == {"images": 3, "distinct_captions": 2, "shapes": 4,
+                                           "shapes_named_exactly": 1}
 
 
 def test_quickstart_few_steps_writes_pictures_and_metrics(tmp_path):
@@ -28,4 +40,5 @@ def test_quickstart_few_steps_writes_pictures_and_metrics(tmp_path):
     captions = json.loads((run / "captions.json").read_text())
     assert len(captions["test"]) == 4 and len(captions["photos"]) == 17
     assert "held-out CIDEr" in proc.stdout
+    assert metrics["test_grounding"]["images"] == 4 and "distinct captions" in proc.stdout
     assert [json.loads(line)["iteration"] for line in (run / "train_loss.jsonl").read_text().splitlines()] == [1, 2]
