@@ -10,6 +10,11 @@ the paper quotes 110M, bert-base's nominal size, but BERT's word embeddings (23.
 (0.6M) are never used on visual tokens, so the TomeFormer holds 85.5M and the whole trainable set
 88.5M (TomeFormer 85.5M + f_proj1 1.08M + f_proj2 1.97M + ln_vision 2.8k);
 ``tests/models/test_model_zoo.py`` checks this count.
+
+LLM input layout: [visual prompt][prompt text][caption], as in BLIP-2. ``model.bos_first: true`` puts the
+LLM's BOS token in front, [BOS][visual prompt][...]: a small LLM uses position 0 as an attention sink,
+and with the visual prompt there the first visual token is spent on it. Off in the paper configs; on for
+the embedded SmolLM2, where it cut the loss after 100 CPU steps from about 4.0 to 2.2.
 """
 from __future__ import annotations
 
@@ -32,6 +37,14 @@ from lavis_evlgen.models.weights import require_weights
 logger = logging.getLogger(__name__)
 
 CAPTION_END = "\n"
+
+
+def _flag(cfg: DictConfig, key: str) -> bool:
+    """``cfg[key]`` as a bool (False when unset); ValueError naming ``model.<key>`` for anything else."""
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"model.{key}: expected true or false, got {value!r}")
+    return value
 
 
 def build_tomeformer(cfg: DictConfig) -> TomeFormer:
@@ -67,7 +80,8 @@ class EVLGenBase(PluginModelTypes, BaseModel):
 
     def __init__(self, vision: Optional[nn.Module], vision_width: int, tomeformer: TomeFormer,
                  llm: nn.Module, tokenizer, prompt: str = "", max_txt_len: int = 32,
-                 vision_dtype: torch.dtype = torch.float32, apply_lemmatizer: bool = False):
+                 vision_dtype: torch.dtype = torch.float32, apply_lemmatizer: bool = False,
+                 bos_first: bool = False):
         super().__init__()
         self.visual_encoder = freeze(vision) if vision is not None else None
         self.vision_dtype = vision_dtype
@@ -81,6 +95,9 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         self.prompt = prompt
         self.max_txt_len = max_txt_len
         self.end_token_id = tokenizer(CAPTION_END, add_special_tokens=False).input_ids[-1]
+        if bos_first and tokenizer.bos_token_id is None:
+            raise ValueError("model.bos_first: the LLM's tokenizer has no BOS token")
+        self.bos_first = bos_first
         self._apply_lemmatizer = apply_lemmatizer
         self._lemmatizer = None
 
@@ -99,7 +116,8 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         model = cls(vision=vision, vision_width=vision_width, tomeformer=build_tomeformer(cfg.tomeformer),
                     llm=llm, tokenizer=tokenizer, prompt=cfg.get("prompt", ""),
                     max_txt_len=cfg.get("max_txt_len", 32), vision_dtype=vision_dtype,
-                    apply_lemmatizer=cfg.get("apply_lemmatizer", False))
+                    apply_lemmatizer=cfg.get("apply_lemmatizer", False),
+                    bos_first=_flag(cfg, "bos_first"))
         for key in ("pretrained", "finetuned"):
             if cfg.get(key):
                 model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
@@ -163,6 +181,17 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         # .long(): a batch of empty prompts tokenizes to a float tensor of shape [B, 0].
         return self.llm.get_input_embeddings()(input_ids.long())
 
+    def llm_inputs(self, vis: torch.Tensor, vis_atts: torch.Tensor, input_ids: torch.Tensor,
+                   text_atts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LLM input embeddings [B, L, D] and mask [B, L]: [BOS if ``bos_first``][visual prompt][text]."""
+        llm_dtype = self.llm.get_input_embeddings().weight.dtype
+        parts, masks = [vis.to(llm_dtype), self._embed_text(input_ids)], [vis_atts, text_atts.long()]
+        if self.bos_first:
+            bos = torch.full((vis.size(0), 1), self.tokenizer.bos_token_id, device=vis.device)
+            parts.insert(0, self._embed_text(bos))
+            masks.insert(0, torch.ones_like(bos))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Captioning loss: cross-entropy on ``text_input`` tokens after the visual prompt and prompt text."""
         vis, vis_atts = self.encode_image(samples)
@@ -176,12 +205,11 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         prompt_lens = [len(ids) for ids in self.tokenizer(prompts).input_ids]
         for row, n in enumerate(prompt_lens):
             targets[row, :n] = -100
-        ignore_vis = torch.full(vis_atts.shape, -100, dtype=targets.dtype, device=vis.device)
-        llm_dtype = self.llm.get_input_embeddings().weight.dtype
-        embeds = torch.cat([vis.to(llm_dtype), self._embed_text(tokens.input_ids)], dim=1)
-        outputs = self.llm(inputs_embeds=embeds,
-                           attention_mask=torch.cat([vis_atts, tokens.attention_mask], dim=1),
-                           labels=torch.cat([ignore_vis, targets], dim=1), return_dict=True)
+        embeds, atts = self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
+        ignore = torch.full((vis.size(0), embeds.size(1) - targets.size(1)), -100, dtype=targets.dtype,
+                            device=vis.device)
+        outputs = self.llm(inputs_embeds=embeds, attention_mask=atts,
+                           labels=torch.cat([ignore, targets], dim=1), return_dict=True)
         return {"loss": outputs.loss}
 
     # ------------------------------------------------------------------ generation
@@ -199,9 +227,7 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
         self.tokenizer.padding_side = "left"
         tokens = self.tokenizer(prompts, return_tensors="pt", padding="longest").to(vis.device)
-        llm_dtype = self.llm.get_input_embeddings().weight.dtype
-        embeds = torch.cat([vis.to(llm_dtype), self._embed_text(tokens.input_ids)], dim=1)
-        atts = torch.cat([vis_atts, tokens.attention_mask.long()], dim=1)
+        embeds, atts = self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
         out = self.llm.generate(
             inputs_embeds=embeds, attention_mask=atts, do_sample=use_nucleus_sampling, top_p=top_p,
             temperature=temperature, num_beams=num_beams, max_new_tokens=max_length,

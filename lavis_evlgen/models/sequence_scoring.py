@@ -44,9 +44,7 @@ class SequenceScoringMixin:
         prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
         self.tokenizer.padding_side = "left"
         tokens = self.tokenizer(prompts, return_tensors="pt", padding="longest").to(vis.device)
-        llm_dtype = self.llm.get_input_embeddings().weight.dtype
-        embeds = torch.cat([vis.to(llm_dtype), self._embed_text(tokens.input_ids)], dim=1)
-        return embeds, torch.cat([vis_atts, tokens.attention_mask.long()], dim=1)
+        return self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
 
     @torch.no_grad()
     def sample_captions(self, samples: dict[str, Any], num_samples: int = 1, greedy: bool = False,

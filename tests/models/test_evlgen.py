@@ -165,3 +165,36 @@ def test_lemmatizer_absent_gives_clear_message():
             model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
     else:
         assert model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
+
+
+def _tiny_opt_with(**options):
+    from omegaconf import OmegaConf
+    from lavis_evlgen.models.evlgen_opt import EVLGenOPT
+
+    cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model
+    cfg.update(options)
+    torch.manual_seed(0)
+    return EVLGenOPT.from_config(cfg).eval()
+
+
+def test_bos_first_puts_the_llm_bos_before_the_visual_prompt():
+    """model.bos_first: [BOS][visual prompt][caption]; the same visual prompt and scored tokens otherwise."""
+    seen = {}
+    for bos_first in (False, True):
+        model = _tiny_opt_with(bos_first=bos_first)
+        hook = model.llm.register_forward_hook(lambda m, a, kw, out, key=bos_first: seen.update({key: kw}),
+                                               with_kwargs=True)
+        model(batch(1))
+        hook.remove()
+        assert all(isinstance(c, str) for c in model.generate(batch(1), num_beams=1, max_length=3))
+    plain, first = seen[False], seen[True]
+    bos = model.llm.get_input_embeddings().weight[model.tokenizer.bos_token_id]
+    assert torch.equal(first["inputs_embeds"][0, 0], bos)
+    assert torch.equal(first["inputs_embeds"][:, 1:], plain["inputs_embeds"])
+    assert first["attention_mask"][0, 0] == 1 and torch.equal(first["attention_mask"][:, 1:], plain["attention_mask"])
+    assert first["labels"][0, 0] == -100 and torch.equal(first["labels"][:, 1:], plain["labels"])
+
+
+def test_bad_bos_first_names_the_key():
+    with pytest.raises(ValueError, match=r"model\.bos_first: expected true or false, got 'yes'"):
+        _tiny_opt_with(bos_first="yes")
