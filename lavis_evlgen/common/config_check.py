@@ -40,6 +40,14 @@ def optional_number(section: DictConfig, key: str, prefix: str, valid: Callable[
     return float(value)
 
 
+def optional_flag(section: DictConfig, key: str, prefix: str) -> bool:
+    """``section[key]`` as a bool, False when unset; ConfigError ``"<prefix>.<key>: expected true or false"``."""
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{prefix}.{key}: expected true or false, got {value!r}")
+    return value
+
+
 def optional_probability(section: DictConfig, key: str, prefix: str) -> float | None:
     """``section[key]`` as a probability in [0, 1), None when unset; ConfigError naming the key otherwise."""
     return optional_number(section, key, prefix, lambda v: 0 <= v < 1, "expected a probability in [0, 1)")

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertConfig
 
-from lavis_evlgen.common.config_check import optional_probability
+from lavis_evlgen.common.config_check import optional_flag, optional_probability
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.tomeformer import TomeFormer
@@ -37,14 +37,6 @@ from lavis_evlgen.models.weights import require_weights
 logger = logging.getLogger(__name__)
 
 CAPTION_END = "\n"
-
-
-def _flag(cfg: DictConfig, key: str) -> bool:
-    """``cfg[key]`` as a bool (False when unset); ValueError naming ``model.<key>`` for anything else."""
-    value = cfg.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"model.{key}: expected true or false, got {value!r}")
-    return value
 
 
 def build_tomeformer(cfg: DictConfig) -> TomeFormer:
@@ -117,7 +109,7 @@ class EVLGenBase(PluginModelTypes, BaseModel):
                     llm=llm, tokenizer=tokenizer, prompt=cfg.get("prompt", ""),
                     max_txt_len=cfg.get("max_txt_len", 32), vision_dtype=vision_dtype,
                     apply_lemmatizer=cfg.get("apply_lemmatizer", False),
-                    bos_first=_flag(cfg, "bos_first"))
+                    bos_first=optional_flag(cfg, "bos_first", "model"))
         for key in ("pretrained", "finetuned"):
             if cfg.get(key):
                 model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
