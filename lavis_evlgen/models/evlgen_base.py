@@ -28,6 +28,7 @@ from torch import nn
 from transformers import BertConfig
 
 from lavis_evlgen.common.config_check import optional_flag, optional_probability
+from lavis_evlgen.models.caption_loss import caption_loss
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.tomeformer import TomeFormer
@@ -198,11 +199,7 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         for row, n in enumerate(prompt_lens):
             targets[row, :n] = -100
         embeds, atts = self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
-        ignore = torch.full((vis.size(0), embeds.size(1) - targets.size(1)), -100, dtype=targets.dtype,
-                            device=vis.device)
-        outputs = self.llm(inputs_embeds=embeds, attention_mask=atts,
-                           labels=torch.cat([ignore, targets], dim=1), return_dict=True)
-        return {"loss": outputs.loss}
+        return {"loss": caption_loss(self.llm, embeds, atts, targets)}
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

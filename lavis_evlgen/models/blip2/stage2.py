@@ -35,6 +35,7 @@ from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer,
                                              with_image_features)
 from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.blip2.weights import load_stage1, load_trainables
+from lavis_evlgen.models.caption_loss import caption_loss
 from lavis_evlgen.models.llm import build_llm, freeze
 
 
@@ -160,11 +161,8 @@ class Blip2Stage2Llama(Blip2Stage2OPT):
         targets = tokens.input_ids.masked_fill(tokens.input_ids == tokenizer.pad_token_id, -100)
         if self.prompt:
             targets[:, :self.prompt_length] = -100
-        targets = torch.cat([torch.full(vis_atts.shape, -100, dtype=targets.dtype, device=vis.device), targets],
-                            dim=1)
         embeds = torch.cat([vis, self.opt_model.get_input_embeddings()(tokens.input_ids)], dim=1)
         attention_mask = torch.cat([vis_atts, tokens.attention_mask], dim=1)
         with self.maybe_autocast():
-            outputs = self.opt_model(inputs_embeds=embeds, attention_mask=attention_mask, return_dict=True,
-                                     labels=targets)
-        return {"loss": outputs.loss}
+            loss = caption_loss(self.opt_model, embeds, attention_mask, targets)
+        return {"loss": loss}

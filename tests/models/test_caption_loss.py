@@ -1,0 +1,44 @@
+"""caption_loss equals transformers' own labels= loss, for the Llama and OPT decoders."""
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+from lavis_evlgen.models.caption_loss import caption_loss
+
+
+def _llama():
+    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2))
+
+
+def _opt():
+    return OPTForCausalLM(OPTConfig(vocab_size=50, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                    num_attention_heads=4, word_embed_proj_dim=16, max_position_embeddings=64))
+
+
+@pytest.mark.parametrize("build", [_llama, _opt])
+def test_same_loss_and_gradient_as_labels(build):
+    torch.manual_seed(0)
+    llm = build().eval()
+    prefix, text = 7, 5
+    embeds = torch.randn(3, prefix + text, llm.config.hidden_size if build is _llama else 16, requires_grad=True)
+    mask = torch.ones(3, prefix + text, dtype=torch.long)
+    mask[1, -2:] = 0  # right padding
+    targets = torch.randint(0, 50, (3, text))
+    targets[1, -2:] = -100
+    targets[2, :1] = -100  # a masked prompt token
+    labels = torch.cat([torch.full((3, prefix), -100), targets], dim=1)
+
+    expected = llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    (grad_expected,) = torch.autograd.grad(expected, embeds)
+    got = caption_loss(llm, embeds, mask, targets)
+    (grad_got,) = torch.autograd.grad(got, embeds)
+
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad_got, grad_expected)
+
+
+def test_targets_need_a_prefix():
+    llm = _llama()
+    with pytest.raises(ValueError, match="5 target positions need a longer input"):
+        caption_loss(llm, torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.long), torch.zeros(1, 5).long())
