@@ -107,10 +107,22 @@ def tiny_vit(cfg: DictConfig) -> nn.Module:
 
 
 class HFVisionEncoder(nn.Module):
-    """A transformers vision backbone (e.g. Dinov2Model) returning ``last_hidden_state``."""
+    """A transformers vision backbone (e.g. Dinov2Model) returning every token of its last kept block.
 
-    def __init__(self, backbone: nn.Module):
+    ``num_layers`` keeps only the first blocks, as BLIP-2 drops EVA-ViT-g's last block: the output is then
+    the residual stream after block ``num_layers`` without the backbone's final norm (``ln_vision`` follows).
+    """
+
+    def __init__(self, backbone: nn.Module, num_layers: Optional[int] = None):
         super().__init__()
+        depth = backbone.config.num_hidden_layers
+        if num_layers is not None:
+            if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= depth:
+                raise ValueError(f"model.vision.num_layers: expected an integer in [1, {depth}], got {num_layers!r}")
+            if num_layers < depth:
+                backbone.encoder.layer = backbone.encoder.layer[:num_layers]
+                backbone.config.num_hidden_layers = num_layers
+                backbone.layernorm = nn.Identity()
         self.backbone = backbone
         self.num_features = backbone.config.hidden_size
 
@@ -125,6 +137,8 @@ def dinov2(cfg: DictConfig) -> nn.Module:
 
     path = _weights(cfg)
     if path is None:
-        settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
-        return HFVisionEncoder(Dinov2Model(Dinov2Config(**settings)))
-    return HFVisionEncoder(Dinov2Model.from_pretrained(path, local_files_only=True))
+        settings = OmegaConf.to_container(cfg.config, resolve=True) if cfg.get("config") else {}
+        backbone = Dinov2Model(Dinov2Config(**settings))
+    else:
+        backbone = Dinov2Model.from_pretrained(path, local_files_only=True)
+    return HFVisionEncoder(backbone, cfg.get("num_layers"))
