@@ -111,10 +111,26 @@ class EVLGenBase(PluginModelTypes, BaseModel):
                     max_txt_len=cfg.get("max_txt_len", 32), vision_dtype=vision_dtype,
                     apply_lemmatizer=cfg.get("apply_lemmatizer", False),
                     bos_first=optional_flag(cfg, "bos_first", "model"))
+        if optional_flag(cfg, "match_embedding_scale", "model"):
+            model.match_embedding_scale()
         for key in ("pretrained", "finetuned"):
             if cfg.get(key):
                 model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
         return model
+
+    @torch.no_grad()
+    def match_embedding_scale(self) -> None:
+        """Rescale f_proj2 (bias zeroed) so the soft prompt starts at the RMS of the LLM's input embeddings.
+
+        PyTorch's default init maps the TomeFormer's unit-variance output to an RMS of about 0.58, while
+        e.g. SmolLM2's token embeddings have 0.14: the visual tokens would enter the frozen LLM about 4x
+        larger than any word. For zero-mean, unit-variance inputs the output RMS is the root mean square
+        row norm of the weight, so the rescaling needs no data.
+        """
+        target = self.llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+        current = self.proj2.weight.float().pow(2).sum(dim=1).mean().sqrt()
+        self.proj2.weight.mul_((target / current).to(self.proj2.weight.dtype))
+        self.proj2.bias.zero_()
 
     def load_evlgen_checkpoint(self, path: str) -> None:
         """Load trainable weights from our checkpoints or the authors' (keys renamed, see AUTHOR_KEY_MAP)."""

@@ -139,7 +139,7 @@ def test_llama_forward_is_lavis_blip2opt_forward():
     samples = {**batch(2), "text_input": ["a photo of a red circle", "a photo of two squares"]}
     lavis_loss = Blip2OPT.forward(model, samples)["loss"]
     ours = Blip2Stage2Llama.forward(model, samples)["loss"]
-    assert torch.equal(lavis_loss, ours)
+    torch.testing.assert_close(ours, lavis_loss)  # same loss; the head runs on fewer positions
 
 
 @pytest.mark.parametrize("name", STAGE2)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import lavis_evlgen
+from lavis_evlgen.models import evlgen_base
 from lavis_evlgen.models.evlgen_base import CAPTION_END
 from lavis_evlgen.models.weights import MissingWeightsError
 
@@ -51,18 +52,28 @@ def test_only_connector_trains_and_frozen_parts_unchanged(name):
             assert torch.equal(p, frozen_before[n]), n
 
 
-def test_loss_covers_caption_tokens_only():
+@pytest.fixture
+def loss_inputs(monkeypatch):
+    """Records the arguments of every caption_loss call the model makes (the real loss still runs)."""
+    calls = []
+
+    def spy(llm, embeds, attention_mask, targets):
+        calls.append({"embeds": embeds, "attention_mask": attention_mask, "targets": targets})
+        return evlgen_base.caption_loss.__wrapped__(llm, embeds, attention_mask, targets)
+
+    spy.__wrapped__ = evlgen_base.caption_loss
+    monkeypatch.setattr(evlgen_base, "caption_loss", spy)
+    return calls
+
+
+def test_loss_covers_caption_tokens_only(loss_inputs):
     """Changing the prompt text must not change which tokens are scored: only caption + end marker."""
     torch.manual_seed(0)
     model, _, _ = tiny("evlgen_opt")
     model.eval()
     samples = batch(1)
-    captured = {}
-    hook = model.llm.register_forward_hook(lambda m, a, kw, out: captured.update(labels=kw["labels"]),
-                                           with_kwargs=True)
     model({**samples, "prompt": "Describe: "})
-    hook.remove()
-    labels = captured["labels"][0]
+    labels = loss_inputs[-1]["targets"][0]
     scored = model.tokenizer.decode(labels[labels != -100])
     assert scored == samples["text_input"][0] + CAPTION_END
 
@@ -177,22 +188,36 @@ def _tiny_opt_with(**options):
     return EVLGenOPT.from_config(cfg).eval()
 
 
-def test_bos_first_puts_the_llm_bos_before_the_visual_prompt():
+def test_bos_first_puts_the_llm_bos_before_the_visual_prompt(loss_inputs):
     """model.bos_first: [BOS][visual prompt][caption]; the same visual prompt and scored tokens otherwise."""
-    seen = {}
     for bos_first in (False, True):
         model = _tiny_opt_with(bos_first=bos_first)
-        hook = model.llm.register_forward_hook(lambda m, a, kw, out, key=bos_first: seen.update({key: kw}),
-                                               with_kwargs=True)
         model(batch(1))
-        hook.remove()
         assert all(isinstance(c, str) for c in model.generate(batch(1), num_beams=1, max_length=3))
-    plain, first = seen[False], seen[True]
+    plain, first = loss_inputs
     bos = model.llm.get_input_embeddings().weight[model.tokenizer.bos_token_id]
-    assert torch.equal(first["inputs_embeds"][0, 0], bos)
-    assert torch.equal(first["inputs_embeds"][:, 1:], plain["inputs_embeds"])
+    assert torch.equal(first["embeds"][0, 0], bos)
+    assert torch.equal(first["embeds"][:, 1:], plain["embeds"])
     assert first["attention_mask"][0, 0] == 1 and torch.equal(first["attention_mask"][:, 1:], plain["attention_mask"])
-    assert first["labels"][0, 0] == -100 and torch.equal(first["labels"][:, 1:], plain["labels"])
+    assert torch.equal(first["targets"], plain["targets"])
+
+
+def test_match_embedding_scale_starts_the_soft_prompt_at_the_word_embeddings_rms():
+    default, matched = _tiny_opt_with(), _tiny_opt_with(match_embedding_scale=True)
+    words = matched.llm.get_input_embeddings().weight.pow(2).mean().sqrt()
+    x = torch.nn.functional.layer_norm(torch.randn(4096, matched.proj2.in_features), (matched.proj2.in_features,))
+    with torch.no_grad():
+        rms = matched.proj2(x).pow(2).mean().sqrt()
+        assert abs(rms / words - 1) < 0.05
+        assert abs(default.proj2(x).pow(2).mean().sqrt() / words - 1) > 0.5
+    assert torch.count_nonzero(matched.proj2.bias) == 0
+    torch.testing.assert_close(matched.proj2.weight / matched.proj2.weight.norm(),
+                               default.proj2.weight / default.proj2.weight.norm())
+
+
+def test_bad_match_embedding_scale_names_the_key():
+    with pytest.raises(ValueError, match=r"model\.match_embedding_scale: expected true or false, got 1"):
+        _tiny_opt_with(match_embedding_scale=1)
 
 
 def test_bad_bos_first_names_the_key():
