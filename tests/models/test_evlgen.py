@@ -55,13 +55,12 @@ def test_only_connector_trains_and_frozen_parts_unchanged(name):
 @pytest.fixture
 def loss_inputs(monkeypatch):
     """Records the arguments of every caption_loss call the model makes (the real loss still runs)."""
-    calls = []
+    calls, real = [], evlgen_base.caption_loss
 
     def spy(llm, embeds, attention_mask, targets):
         calls.append({"embeds": embeds, "attention_mask": attention_mask, "targets": targets})
-        return evlgen_base.caption_loss.__wrapped__(llm, embeds, attention_mask, targets)
+        return real(llm, embeds, attention_mask, targets)
 
-    spy.__wrapped__ = evlgen_base.caption_loss
     monkeypatch.setattr(evlgen_base, "caption_loss", spy)
     return calls
 
