@@ -49,6 +49,7 @@ from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
 from lavis_evlgen.common.paths import cache_dir
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.datasets.feature_cache import apply_feature_cache
+from lavis_evlgen.runners.tracking import build_tracker, check_report_to
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader, eval_loader
 from lavis_evlgen.tools.loss_curve import LOSS_LOG
 
@@ -99,6 +100,9 @@ class RunnerEvlgen(RunnerBase):
         self.last_saved: Optional[str] = None
         self.checkpoints = (CheckpointManager(self.output_dir, int(run.get("keep_last_k", 2)))
                             if is_main_process() else None)
+        self.tracker = build_tracker(run, self.output_dir, job_id, OmegaConf.to_container(cfg.config, resolve=True),
+                                     is_main_process())
+        self.grad_norm: Optional[float] = None
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -125,6 +129,7 @@ class RunnerEvlgen(RunnerBase):
         optional_number(run, "max_grad_norm", "run", lambda v: v > 0, "must be a positive number")
         _check_int(run, "keep_last_k", minimum=0)
         _check_int(run, "num_workers", minimum=0)
+        check_report_to(run)
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
             raise ConfigError(f"run.on_nonfinite_loss: expected one of {list(NONFINITE_POLICIES)}, "
                               f"got '{run.on_nonfinite_loss}'")
@@ -271,6 +276,7 @@ class RunnerEvlgen(RunnerBase):
         self.log_config()
         if self.evaluate_only:
             self.evaluate(cur_epoch="eval", skip_reload=True)
+            self.tracker.close()
             return
         # Build every part before restoring RNG states, so that nothing built later draws from them.
         _ = self.model, self.optimizer, self.scaler, self.lr_scheduler, self.train_loader
@@ -290,6 +296,7 @@ class RunnerEvlgen(RunnerBase):
         has_best = self.best["path"] is not None
         self.evaluate(cur_epoch="best" if has_best else f"iter{self.iteration}", skip_reload=not has_best)
         logger.info("training time %.1f s", time.time() - start)
+        self.tracker.close()
 
     def train_iters(self, end: int) -> dict[str, Any]:
         """Run iterations up to ``end``; return the inner epoch's stats (averaged over ranks)."""
@@ -299,18 +306,26 @@ class RunnerEvlgen(RunnerBase):
         losses: list[float] = []
         skipped = nonfinite = 0
         tic = time.time()
+        samples_per_step = int(self.config.run_cfg.batch_size_train) * self.accum_grad_iters * get_world_size()
         while self.iteration < end:
+            step_start = time.time()
             loss, n_skipped = self.train_step()
+            step_seconds = time.time() - step_start
             skipped += n_skipped
             if loss is None:
                 nonfinite += 1
             else:
                 losses.append(loss)
                 self._log_loss(loss)
+            self.tracker.log({"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": self.grad_norm,
+                              "steps_per_second": 1 / step_seconds,
+                              "samples_per_second": samples_per_step / step_seconds,
+                              "skipped_samples": n_skipped}, self.iteration, prefix="train")
             if self.iteration % self.log_freq == 0 or self.iteration == end:
-                logger.info("iteration %d/%d  loss %s  lr %.3e  %.3f s/it", self.iteration, self.max_iters,
+                per_iter = (time.time() - tic) / (self.iteration - first)
+                logger.info("iteration %d/%d  loss %s  lr %.3e  %.3f s/it  ETA %s", self.iteration, self.max_iters,
                             "dropped" if loss is None else f"{loss:.4f}", self.optimizer.param_groups[0]["lr"],
-                            (time.time() - tic) / (self.iteration - first))
+                            per_iter, _duration(per_iter * (self.max_iters - self.iteration)))
             if self.iteration % self.save_every_iters == 0 and self.iteration != end:
                 self.save_training_state(is_best=False)
         logger.info("iterations %d-%d: %d unreadable sample(s) skipped over all processes", first + 1, end, skipped)
@@ -354,11 +369,13 @@ class RunnerEvlgen(RunnerBase):
             self._nonfinite(mean_loss)
             return None, skipped
         max_norm = self.config.run_cfg.get("max_grad_norm")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         if max_norm:
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, float(max_norm))
+            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(max_norm)))
+        else:
+            self.grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -404,6 +421,7 @@ class RunnerEvlgen(RunnerBase):
                              "path": str(self.output_dir / "checkpoint_best.pth")}
             self.log_stats({**metrics, "iteration": self.iteration, "best_iteration": self.best["iteration"]},
                            split)
+            self.tracker.log(metrics, self.iteration, prefix=split)
         return is_best
 
     @torch.no_grad()
@@ -429,6 +447,7 @@ class RunnerEvlgen(RunnerBase):
             logs[split] = self.eval_epoch(split_name=split, cur_epoch=cur_epoch, skip_reload=skip_reload)
             if logs[split] is not None:
                 self.log_stats(logs[split], split)
+                self.tracker.log(logs[split], self.iteration, prefix=split)
         return logs
 
     def _reload_best_model(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -484,3 +503,13 @@ class RunnerEvlgen(RunnerBase):
             self.train_loader.load_state_dict(state["data_position"][0])
             seed_all(int(self.config.run_cfg.get("seed", 42)) + rank + self.iteration)
         logger.info("resumed from %s at iteration %d", path, self.iteration)
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s`` or ``12s``: a time left, to the precision that matters."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
