@@ -48,11 +48,11 @@ def load(path):
     return cfg, model_config(cfg.model)
 
 
-def check_table7_run(cfg, steps, global_batch, warmup):
+def check_table7_run(cfg, steps, global_batch, warmup, lr_sched="linear_warmup_cosine_iter_lr"):
     """Table 7: lr 1e-4 -> 1e-5 cosine, warm-up from 1e-6, weight decay 0.05; iteration-based runner."""
     run = cfg.run
     check_run(cfg, evaluate_only=False)
-    assert run.runner == "runner_evlgen" and run.lr_sched == "linear_warmup_cosine_iter_lr"
+    assert run.runner == "runner_evlgen" and run.lr_sched == lr_sched
     assert (run.init_lr, run.min_lr, run.warmup_lr, run.weight_decay) == (1e-4, 1e-5, 1e-6, 0.05)
     assert run.warmup_steps == warmup and run.max_iters == steps
     assert run.global_batch_size == global_batch and "accum_grad_iters" not in run and "world_size" not in run
@@ -82,7 +82,7 @@ def test_evlgen_configs(name):
     cfg, model = load(PROJECTS / "evlgen" / "train" / f"{name}.yaml")
     check_model(cfg)
     assert (model.arch, model.model_type) == (arch, model_type)
-    check_table7_run(cfg, steps, batch, warmup)
+    check_table7_run(cfg, steps, batch, warmup, lr_sched="linear_warmup_cosine_lr")  # the authors' scheduler
     check_datasets(cfg, data)
     run = cfg.run
     ratios = VICUNA_RATIOS if arch == "evlgen_vicuna" else OPT_RATIOS
@@ -131,3 +131,28 @@ def test_job_ids_are_unique_per_output_folder():
         key = (run.output_dir, run.job_id)
         assert key not in seen, path
         seen.add(key)
+
+
+def test_learning_rate_follows_the_authors_staircase_cosine():
+    """pretrain_opt2.7b_250k as runner_evlgen steps it: warm-up 1e-6 -> 1e-4 over the first 5000 steps, then
+    LAVIS's cosine over 50 inner epochs, constant inside each (the authors' linear_warmup_cosine_lr)."""
+    import math
+
+    import torch
+
+    run = OmegaConf.load(PROJECTS / "evlgen" / "train" / "pretrain_opt2.7b_250k.yaml").run
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=run.init_lr)
+    per_epoch = run.iters_per_inner_epoch
+    sched = registry.get_lr_scheduler_class(run.lr_sched)(
+        optimizer=optimizer, max_epoch=math.ceil(run.max_iters / per_epoch), min_lr=run.min_lr, init_lr=run.init_lr,
+        decay_rate=None, warmup_start_lr=run.warmup_lr, warmup_steps=run.warmup_steps, max_iters=run.max_iters,
+        iters_per_epoch=per_epoch)
+
+    def lr(step):
+        sched.step(cur_epoch=step // per_epoch, cur_step=step % per_epoch)
+        return optimizer.param_groups[0]["lr"]
+
+    assert lr(0) == pytest.approx(1e-6) and lr(2500) == pytest.approx(1e-6 + (1e-4 - 1e-6) * 0.5)
+    cosine = [1e-5 + 9e-5 * 0.5 * (1 + math.cos(math.pi * e / 50)) for e in (1, 49)]
+    assert lr(5000) == lr(9999) == pytest.approx(cosine[0])
+    assert lr(249_999) == pytest.approx(cosine[1]) and 1e-5 < cosine[1] < 1.01e-5
