@@ -114,7 +114,12 @@ class ShardsBuilder(LocalCaptionBuilder):
         return ShardInventory(named, absent, unnamed)
 
     def shard_paths(self) -> list[str]:
-        """The named shards that exist; logs the counts, warns about absent and unnamed ones."""
+        """The named shards that exist; logs the counts (once per builder), warns about absent and unnamed ones."""
+        if getattr(self, "_present", None) is None:
+            self._present = self._check_shards()
+        return self._present
+
+    def _check_shards(self) -> list[str]:
         inventory = self.shard_inventory()
         name = self.config.get("name") or type(self).__name__
         if inventory.absent and len(inventory.absent) == len(inventory.named):
