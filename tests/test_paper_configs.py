@@ -156,3 +156,17 @@ def test_learning_rate_follows_the_authors_staircase_cosine():
     cosine = [1e-5 + 9e-5 * 0.5 * (1 + math.cos(math.pi * e / 50)) for e in (1, 49)]
     assert lr(5000) == lr(9999) == pytest.approx(cosine[0])
     assert lr(249_999) == pytest.approx(cosine[1]) and 1e-5 < cosine[1] < 1.01e-5
+
+
+def test_video_fine_tuning_configs_follow_the_authors_release():
+    """lavis/projects/EVLGen_video/train/caption_msrvtt_opt2.7b_ft.yaml, launched on 8 GPUs by their README."""
+    names = [f"caption_{data}_opt2.7b{variant}" for data in ("msrvtt", "msvd")
+             for variant in ("", "_mean", "_concat", "_from_webvid")]
+    for name in names:
+        run = OmegaConf.load(PROJECTS / "evlgen_video" / "train" / f"{name}.yaml").run
+        assert (run.lr_sched, run.init_lr, run.min_lr, run.warmup_lr, run.warmup_steps) == \
+            ("linear_warmup_cosine_lr", 1e-5, 1e-6, 1e-8, 1000), name
+        assert (run.max_iters, run.iters_per_inner_epoch, run.weight_decay) == (50_000, 1000, 0.05), name
+        assert (run.global_batch_size, run.batch_size_train, run.num_beams, run.max_len, run.min_len) == \
+            (32, 4, 5, 20, 5), name
+        assert accumulation_steps(run, 8) == 1 and accumulation_steps(run, 2) == 4
