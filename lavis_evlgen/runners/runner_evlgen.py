@@ -271,7 +271,8 @@ class RunnerEvlgen(RunnerBase):
         """One resumable stream per training dataset, mixed per micro-batch by ``run.train_dataset_ratios``."""
         run = self.config.run_cfg
         if len(self.train_splits) != 1:
-            raise ConfigError(f"run.train_splits: runner_evlgen trains on exactly one split, got {list(self.train_splits)}")
+            raise ConfigError(f"run.train_splits: runner_evlgen trains on exactly one split, "
+                              f"got {list(self.train_splits)}")
         seed, rank, world = int(run.get("seed", 42)), get_rank(), get_world_size()
         streams = {name: ResumableTrainLoader(splits[split], self._collater(splits[split]), int(run.batch_size_train),
                                               workers, seed, rank, world, pin)

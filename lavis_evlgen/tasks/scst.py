@@ -15,9 +15,9 @@ in video models, the temporal modules). With ``run.scst_xe_weight`` = w > 0 the 
 
 Run keys: ``scst_samples`` (k, default 5), ``scst_xe_weight`` (w, default 0), ``scst_max_len``
 (sampled caption length in tokens, default ``max_len``), ``scst_temperature`` (default 1.0); evaluation
-as ``evlgen_captioning`` (``num_beams``, ``max_len``, ``min_len``, ``repetition_penalty``). The model must score given token
-sequences (:class:`~lavis_evlgen.models.sequence_scoring.SequenceScoringMixin`: ``evlgen_video_opt``,
-``evlgen_video_vicuna``; on image data these work as image models). Exactly one training dataset:
+as ``evlgen_captioning`` (``num_beams``, ``max_len``, ``min_len``, ``repetition_penalty``). The model must
+score given token sequences (:class:`~lavis_evlgen.models.sequence_scoring.SequenceScoringMixin`:
+``evlgen_video_opt``, ``evlgen_video_vicuna``; on image data these work as image models). Exactly one training dataset:
 its batches carry ``image_id`` as the dataset's internal index, which keys the references.
 
 ``last_stats`` holds the latest step's mean sampled reward, mean greedy reward and mean advantage.

@@ -54,4 +54,5 @@ def test_configs_name_the_authors_shard_ranges():
     for name, folder, count in (("laion115M", "laion115m", 10489), ("ccs14M", "ccs14m", 1256)):
         shards = OmegaConf.load(config_path(f"datasets/{name}/defaults.yaml")).datasets[name].build_info.shards
         paths = expand_shards(shards)
-        assert len(paths) == count and paths[0] == f"{folder}/00000.tar" and paths[-1] == f"{folder}/{count - 1:05d}.tar"
+        assert len(paths) == count and paths[0] == f"{folder}/00000.tar"
+        assert paths[-1] == f"{folder}/{count - 1:05d}.tar"

@@ -20,7 +20,8 @@ def mixed_experiment(tmp_path: Path, job_id: str, **run) -> dict:
     write_capfilt(tmp_path / "capfilt_root")
     processor = {"name": "blip_image_train", "image_size": 32}
     config["datasets"]["evlgen_capfilt_ccs"] = {
-        "build_info": {"root": str(tmp_path / "capfilt_root"), "annotations": {"train": {"storage": "capfilt/ccs.json"}},
+        "build_info": {"root": str(tmp_path / "capfilt_root"),
+                       "annotations": {"train": {"storage": "capfilt/ccs.json"}},
                        "images": {"storage": "capfilt/images"}, "records_dir": str(tmp_path / "records")},
         "vis_processor": {"train": processor}, "text_processor": {"train": {"name": "blip_caption"}}}
     return config
