@@ -86,12 +86,19 @@ def check_run(cfg: DictConfig, evaluate_only: bool) -> None:
     if run is None:
         raise ConfigError("run: missing section")
     task = require(run, "task", "run")
-    if registry.get_task_class(task) is None:
+    task_cls = registry.get_task_class(task)
+    if task_cls is None:
         raise ConfigError(f"run.task: unknown task '{task}'; registered: {_known('task')}")
+    if run.get("repetition_penalty") is not None and not getattr(task_cls, "READS_REPETITION_PENALTY", False):
+        raise ConfigError(f"run.repetition_penalty: task '{task}' does not read it (the evlgen_captioning tasks "
+                          f"do); remove the key or choose one of those tasks")
     runner_name = run.get("runner", DEFAULT_RUNNER)
     runner_cls = registry.get_runner_class(runner_name)
     if runner_cls is None:
         raise ConfigError(f"run.runner: unknown runner '{runner_name}'; registered: {_known('runner')}")
+    if run.get("train_dataset_ratios") is not None and runner_name != DEFAULT_RUNNER:
+        raise ConfigError(f"run.train_dataset_ratios: honoured by runner {DEFAULT_RUNNER} only; runner '{runner_name}' "
+                          f"would mix the datasets by size instead: set run.runner: {DEFAULT_RUNNER} or remove the key")
     check_runner = getattr(runner_cls, "check_run_config", None)
     if check_runner is not None:
         check_runner(run, evaluate_only)

@@ -28,6 +28,7 @@ from torch import nn
 from transformers import BertConfig
 
 from lavis_evlgen.common.config_check import optional_flag, optional_probability
+from lavis_evlgen.common.spacy_english import load_pipeline
 from lavis_evlgen.models.caption_loss import caption_loss
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.model_types import PluginModelTypes
@@ -258,14 +259,6 @@ class EVLGenBase(PluginModelTypes, BaseModel):
 
     def _lemmatize(self, answers: list[str]) -> list[str]:
         if self._lemmatizer is None:
-            import spacy
-
-            try:
-                self._lemmatizer = spacy.load("en_core_web_sm")
-            except OSError as err:
-                raise RuntimeError(
-                    "model.apply_lemmatizer needs spaCy's 'en_core_web_sm' model, which is not installed: "
-                    "install it (python -m spacy download en_core_web_sm) or set apply_lemmatizer: false"
-                ) from err
+            self._lemmatizer = load_pipeline()
         docs = self._lemmatizer.pipe(answers)
         return [" ".join(t.lemma_ if t.pos_ in ("NOUN", "VERB") else t.text for t in doc) for doc in docs]

@@ -6,7 +6,13 @@ Subclasses LAVIS's RunnerBase and replaces the parts that only work on CUDA or c
   unwrapped on CPU); DDP gets ``device_ids`` only on a GPU; no CUDA stream on CPU (no PrefetchLoader,
   dataloader_utils.py:56); barriers only when distributed (runner_base.py:406); evaluation always gets
   ``cuda_enabled`` (runner_base.py:469).
-* schedule: an iteration is one optimizer step (``run.accum_grad_iters`` micro-batches). Training
+* batch: ``run.global_batch_size`` fixes the samples per optimizer step; the accumulation steps are
+  derived from the launched world size (``lavis_evlgen.runners.global_batch``), else
+  ``run.accum_grad_iters`` is used as given.
+* data mixture: ``run.train_dataset_ratios`` draws each micro-batch whole from one training dataset in
+  those ratios, as the authors' runner does (``lavis_evlgen.runners.ratio_loader``); without it the
+  training datasets are concatenated, each sampled in proportion to its size.
+* schedule: an iteration is one optimizer step (``accum_grad_iters`` micro-batches). Training
   runs ``run.max_iters`` iterations and every ``run.iters_per_inner_epoch`` evaluates the
   ``run.valid_splits`` and saves. Epoch configs (``run.max_epoch`` without ``run.max_iters``) run
   one inner epoch per pass over the training data. The LAVIS scheduler named by ``run.lr_sched`` is
@@ -50,6 +56,8 @@ from lavis_evlgen.common.paths import cache_dir
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.datasets.feature_cache import apply_feature_cache
 from lavis_evlgen.runners.tracking import build_tracker, check_report_to
+from lavis_evlgen.runners.global_batch import accumulation_steps, check_global_batch
+from lavis_evlgen.runners.ratio_loader import RatioTrainLoader, read_ratios
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader, eval_loader
 from lavis_evlgen.tools.loss_curve import LOSS_LOG
 
@@ -103,6 +111,12 @@ class RunnerEvlgen(RunnerBase):
         self.tracker = build_tracker(run, self.output_dir, job_id, OmegaConf.to_container(cfg.config, resolve=True),
                                      is_main_process())
         self.grad_norm: Optional[float] = None
+        self._accum_grad_iters = 1 if self.evaluate_only else accumulation_steps(run, get_world_size())
+        if not self.evaluate_only:
+            logger.info("global batch %d = %d per process x %d process(es) x %d accumulation step(s)%s",
+                        int(run.batch_size_train) * get_world_size() * self._accum_grad_iters,
+                        int(run.batch_size_train), get_world_size(), self._accum_grad_iters,
+                        " (derived from run.global_batch_size)" if run.get("global_batch_size") else "")
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -130,6 +144,10 @@ class RunnerEvlgen(RunnerBase):
         _check_int(run, "keep_last_k", minimum=0)
         _check_int(run, "num_workers", minimum=0)
         check_report_to(run)
+        check_global_batch(run)
+        if read_ratios(run) is not None and not evaluate_only and not run.get("evaluate", False) \
+                and run.get("max_iters") is None:
+            raise ConfigError("run.train_dataset_ratios: needs run.max_iters (ratio-mixed data has no epoch length)")
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
             raise ConfigError(f"run.on_nonfinite_loss: expected one of {list(NONFINITE_POLICIES)}, "
                               f"got '{run.on_nonfinite_loss}'")
@@ -179,7 +197,7 @@ class RunnerEvlgen(RunnerBase):
 
     @property
     def accum_grad_iters(self) -> int:
-        return int(self.config.run_cfg.get("accum_grad_iters", 1))
+        return self._accum_grad_iters
 
     @property
     def max_iters(self) -> int:
@@ -222,13 +240,20 @@ class RunnerEvlgen(RunnerBase):
             run = self.config.run_cfg
             if run.get("feature_cache", False):
                 self.datasets = self._feature_cached(self.datasets)
-            self.datasets = concat_datasets(reorg_datasets_by_split(self.datasets))
             rank, world = get_rank(), get_world_size()
             pin = self.cuda_enabled
             workers = int(run.get("num_workers", 2))
             training = [] if self.evaluate_only else list(self.train_splits)
+            ratios = read_ratios(run) if training else None
             loaders = {}
+            if ratios is not None:
+                loaders[training[0]] = self._ratio_loader(ratios, training[0], workers, pin)
+                self.datasets = {name: {s: d for s, d in splits.items() if s != training[0]}
+                                 for name, splits in self.datasets.items()}
+            self.datasets = concat_datasets(reorg_datasets_by_split(self.datasets))
             for split in dict.fromkeys(training + list(self.valid_splits) + list(self.test_splits)):
+                if split in loaders:
+                    continue
                 if split not in self.datasets:
                     raise ConfigError(f"run.train_splits/valid_splits/test_splits: no split '{split}' in the "
                                       f"datasets; have {sorted(self.datasets)}")
@@ -247,6 +272,20 @@ class RunnerEvlgen(RunnerBase):
             self._dataloaders = loaders
         return self._dataloaders
 
+    def _ratio_loader(self, ratios: dict[str, float], split: str, workers: int, pin: bool) -> RatioTrainLoader:
+        """One resumable stream per training dataset, mixed per micro-batch by ``run.train_dataset_ratios``."""
+        run = self.config.run_cfg
+        if len(self.train_splits) != 1:
+            raise ConfigError(f"run.train_splits: runner_evlgen trains on exactly one split, "
+                              f"got {list(self.train_splits)}")
+        seed, rank, world = int(run.get("seed", 42)), get_rank(), get_world_size()
+        streams = {name: ResumableTrainLoader(splits[split], self._collater(splits[split]), int(run.batch_size_train),
+                                              workers, seed, rank, world, pin)
+                   for name, splits in self.datasets.items() if split in splits}
+        loader = RatioTrainLoader(streams, ratios, seed, rank, world)
+        logger.info("split %s: one dataset per micro-batch by run.train_dataset_ratios: %s", split, loader.describe())
+        return loader
+
     def _feature_cached(self, datasets: dict) -> dict:
         """``run.feature_cache``: frozen ViT outputs computed once (keyed by the vision config), then read."""
         model = self.unwrap_dist_model(self.model)
@@ -263,7 +302,7 @@ class RunnerEvlgen(RunnerBase):
         return getattr(dataset, "collater", None)
 
     @property
-    def train_loader(self) -> ResumableTrainLoader:
+    def train_loader(self) -> ResumableTrainLoader | RatioTrainLoader:
         splits = self.train_splits
         if len(splits) != 1:
             raise ConfigError(f"run.train_splits: runner_evlgen trains on exactly one split, got {list(splits)}")
@@ -349,7 +388,7 @@ class RunnerEvlgen(RunnerBase):
         loss_sum = torch.zeros((), device=self.device)
         skipped = 0
         for micro in range(accum):
-            batch, n_skipped = self._next_batch()
+            batch, n_skipped = self._next_batch(micro)
             skipped += n_skipped
             batch = apply_to_sample(lambda t: t.to(self.device, non_blocking=True), batch)
             batch.update({"epoch": it // per_epoch, "num_iters_per_epoch": per_epoch, "iters": it % per_epoch})
@@ -394,11 +433,15 @@ class RunnerEvlgen(RunnerBase):
         logger.warning("non-finite training loss (%s) at step %d: update dropped (run.on_nonfinite_loss=skip)",
                        loss, step)
 
-    def _next_batch(self) -> tuple[dict[str, Any], int]:
-        """The next batch with at least one sample, and how many unreadable samples were dropped."""
+    def _next_batch(self, micro: int) -> tuple[dict[str, Any], int]:
+        """The next batch (micro-batch ``micro`` of this step) with at least one sample, and how many
+        unreadable samples were dropped."""
+        stream = self.train_loader
+        if isinstance(stream, RatioTrainLoader):
+            stream = stream.source(self.iteration, micro)
         skipped = 0
-        for _ in range(len(self.train_loader) + 1):
-            batch = next(self.train_loader)
+        for _ in range(len(stream) + 1):
+            batch = next(stream)
             skipped += int(batch.pop(SKIPPED_KEY, 0))
             if batch:
                 return batch, skipped

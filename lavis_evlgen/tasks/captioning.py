@@ -5,7 +5,8 @@ This task takes the COCO-format file from the dataset instead (``dataset.gt_file
 ``caption_folder`` builder from ``build_info.annotations.<split>.gt``), scores BLEU, METEOR, ROUGE-L and
 CIDEr (no SPICE, see ``caption_metrics``), and counts images that could not be read.
 
-Run keys: ``num_beams`` (5), ``max_len`` (30), ``min_len`` (8), ``repetition_penalty`` (1.0, i.e. none;
+Run keys, read by :meth:`EvlgenCaptionTask.caption_settings` for this task and every subclass (benchmarks,
+SCST): ``num_beams`` (5), ``max_len`` (30), ``min_len`` (8), ``repetition_penalty`` (1.0, i.e. none;
 above 1 discourages the loops a small LLM falls into with greedy decoding), ``report_metric`` (True). Results are
 written the LAVIS way: one ``<split>_<epoch>_rank<r>.json`` per rank, merged by rank 0 into
 ``<split>_<epoch>.json`` with one caption per ``image_id`` (the distributed sampler's padding repeats
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 class EvlgenCaptionTask(CaptionTask):
     """Caption generation + COCO metrics with local ground truth."""
 
+    READS_REPETITION_PENALTY = True  # config_check refuses run.repetition_penalty for tasks without it
+
     def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, report_metric: bool = True,
                  repetition_penalty: float = 1.0):
         super().__init__(num_beams=num_beams, max_len=max_len, min_len=min_len, evaluate=evaluate,
@@ -43,14 +46,18 @@ class EvlgenCaptionTask(CaptionTask):
         self.gt_file: Optional[str] = None
         self.eval_skipped = 0
 
+    @staticmethod
+    def caption_settings(run) -> dict[str, Any]:
+        """The caption-generation and reporting keys of ``run``, with their defaults (the one place they are read)."""
+        penalty = optional_number(run, "repetition_penalty", "run", lambda v: v > 0, "must be a positive number")
+        return {"num_beams": int(run.get("num_beams", 5)), "max_len": int(run.get("max_len", 30)),
+                "min_len": int(run.get("min_len", 8)), "evaluate": bool(run.get("evaluate", False)),
+                "report_metric": bool(run.get("report_metric", True)),
+                "repetition_penalty": 1.0 if penalty is None else penalty}
+
     @classmethod
     def setup_task(cls, cfg) -> "EvlgenCaptionTask":
-        run = cfg.run_cfg
-        penalty = optional_number(run, "repetition_penalty", "run", lambda v: v > 0, "must be a positive number")
-        return cls(num_beams=int(run.get("num_beams", 5)), max_len=int(run.get("max_len", 30)),
-                   min_len=int(run.get("min_len", 8)), evaluate=bool(run.get("evaluate", False)),
-                   report_metric=bool(run.get("report_metric", True)),
-                   repetition_penalty=1.0 if penalty is None else penalty)
+        return cls(**cls.caption_settings(cfg.run_cfg))
 
     def before_evaluation(self, model, dataset, **kwargs) -> None:
         """Remember the dataset's ground-truth file; reset the unreadable-image count."""

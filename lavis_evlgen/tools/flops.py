@@ -34,8 +34,8 @@ Counts are forward passes per training sample (backward costs about twice as muc
 (``--batch``, at least 2 for stage 1) matters only for stage 1's ITC similarity products, which grow
 with it (32 x 256 MACs per image-caption pair); BLIP-2 pads captions to ``max_txt_len``, so its counts
 do not depend on the caption text. With a ``run`` section, the whole schedule's connector MACs are
-``per sample x global batch x run.max_iters``, the global batch being ``run.batch_size_train x
-run.world_size x run.accum_grad_iters``.
+``per sample x global batch x run.max_iters``, the global batch being ``run.global_batch_size``, else
+``run.batch_size_train x run.world_size x run.accum_grad_iters``.
 """
 from __future__ import annotations
 
@@ -292,13 +292,15 @@ def count_stage(model: nn.Module, tokens: int, width: int, batch: int = 2, seed:
 
 
 def run_totals(stage: StageMacs, run: Optional[DictConfig]) -> dict[str, Any]:
-    """Connector MACs of a whole schedule from ``run`` (max_iters, batch_size_train, world_size, accum_grad_iters)."""
+    """Connector MACs of a whole schedule from ``run`` (max_iters, global_batch_size or batch_size_train x
+    world_size x accum_grad_iters)."""
     if run is None or run.get("max_iters") is None or run.get("batch_size_train") is None:
         return {}
-    world = int(run.get("world_size", 1))
-    global_batch = int(run.batch_size_train) * world * int(run.get("accum_grad_iters", 1))
+    global_batch = run.get("global_batch_size")
+    if global_batch is None:
+        global_batch = int(run.batch_size_train) * int(run.get("world_size", 1)) * int(run.get("accum_grad_iters", 1))
     steps = int(run.max_iters)
-    return {"max_iters": steps, "global_batch": global_batch, "world_size": world,
+    return {"max_iters": steps, "global_batch": int(global_batch),
             "connector_macs_forward": stage.macs_per_sample * global_batch * steps}
 
 

@@ -1,20 +1,17 @@
-"""Pre-training data: CapFilt lists (packed records), webdataset shards, and weighting by size or ratio."""
+"""Pre-training data: CapFilt lists (packed records) and webdataset shards."""
 from __future__ import annotations
 
-import random
-from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from lavis.common.registry import registry
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.common.data_order import SeededSampleDataset
 from lavis_evlgen.common.paths import config_path
-from lavis_evlgen.datasets.datasets.mixture import RatioMixture, block_sizes
 from lavis_evlgen.datasets.datasets.records import PackedRecords
 from lavis_evlgen.datasets.datasets.webdataset_shards import ShardCaptionStream, decode_pair, expand_shards
 from tests.datasets.benchmark_fixtures import image_bytes, write_capfilt, write_json, write_shards
@@ -162,46 +159,3 @@ def test_all_shards_unreadable_raises_instead_of_looping(tmp_path):
     with pytest.raises(RuntimeError, match="unreadable items in a row"):
         for k in range(100):
             stream[k]
-
-
-class Labelled(Dataset):
-    def __init__(self, label: str, n: int):
-        self.label, self.n = label, n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, index):
-        return None if index == 0 else {"source": self.label, "index": index, self.label: 1}
-
-    def collater(self, samples):
-        return {"source": [s["source"] for s in samples], "n_skipped": 0}
-
-
-def test_block_sizes_are_exact():
-    assert block_sizes([1, 1, 2], 8) == [2, 2, 4]
-    assert block_sizes([1, 1, 1], 10) == [4, 3, 3]
-    assert sum(block_sizes([0.3, 0.7, 2.1], 997)) == 997
-    with pytest.raises(ValueError):
-        block_sizes([0, 0], 4)
-
-
-def test_ratio_mixture_proportions_and_collate():
-    mixture = RatioMixture({"a": Labelled("a", 10), "b": Labelled("b", 1000)}, {"a": 3, "b": 1}, length=400)
-    assert len(mixture) == 400 and mixture.sizes == [300, 100]
-    random.seed(0)
-    sources = Counter(s["source"] for s in (mixture[i] for i in range(400)) if s is not None)
-    assert 250 < sources["a"] <= 300 and 80 < sources["b"] <= 100
-    batch = mixture.collater([mixture[0], None, mixture[399]])
-    assert batch["n_skipped"] >= 1 and set(batch["source"]) <= {"a", "b"}
-    with pytest.raises(ValueError, match="name every training dataset"):
-        RatioMixture({"a": Labelled("a", 3), "b": Labelled("b", 3)}, {"a": 1})
-
-
-def test_ratio_mixture_draws_depend_on_seed_epoch_index():
-    mixture = RatioMixture({"a": Labelled("a", 50), "b": Labelled("b", 50)}, {"a": 1, "b": 1})
-    seeded = SeededSampleDataset(mixture, seed=5)
-    first = [seeded[i] and seeded[i]["index"] for i in range(20)]
-    assert first == [seeded[i] and seeded[i]["index"] for i in range(20)]
-    seeded.epoch = 1
-    assert first != [seeded[i] and seeded[i]["index"] for i in range(20)]

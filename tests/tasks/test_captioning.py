@@ -9,7 +9,7 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401
-from lavis_evlgen.common.config_check import ConfigError
+from lavis_evlgen.common.config_check import ConfigError, check_run
 from lavis_evlgen.tasks.caption_metrics import METRICS
 from lavis_evlgen.tasks.captioning import EvlgenCaptionTask
 
@@ -55,6 +55,23 @@ def test_registered_with_defaults():
 def test_bad_repetition_penalty_names_the_key(value):
     with pytest.raises(ConfigError, match="run.repetition_penalty: must be a positive number"):
         make_task(repetition_penalty=value)
+
+
+@pytest.mark.parametrize("task", ["evlgen_captioning", "evlgen_caption_benchmark", "evlgen_nocaps", "evlgen_scst"])
+def test_every_caption_task_reads_the_caption_settings_in_one_place(task):
+    run = OmegaConf.create({"task": task, "num_beams": 3, "max_len": 12, "min_len": 2, "repetition_penalty": 1.3,
+                            "report_metric": False})
+    made = registry.get_task_class(task).setup_task(cfg=type("C", (), {"run_cfg": run})())
+    assert (made.num_beams, made.max_len, made.min_len, made.repetition_penalty, made.report_metric) == \
+        (3, 12, 2, 1.3, False)
+    check_run(OmegaConf.create({"run": {"task": task, "repetition_penalty": 1.3, "output_dir": "out",
+                                        "batch_size_eval": 2}}), evaluate_only=True)
+
+
+@pytest.mark.parametrize("task", ["image_text_pretrain", "captioning", "evlgen_vqa"])
+def test_a_task_that_would_drop_the_repetition_penalty_is_refused(task):
+    with pytest.raises(ConfigError, match=f"run.repetition_penalty: task '{task}' does not read it"):
+        check_run(OmegaConf.create({"run": {"task": task, "repetition_penalty": 1.1}}), evaluate_only=True)
 
 
 def test_valid_step_decodes_with_the_repetition_penalty(tiny_model):

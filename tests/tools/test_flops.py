@@ -104,6 +104,8 @@ def test_schedule_totals_use_the_global_batch(tmp_path, capsys):
                   accum_grad_iters=2)
     assert stage["run"]["global_batch"] == 24
     assert stage["run"]["connector_macs_forward"] == stage["macs_per_sample"] * 24 * 10
+    stage = count(tmp_path, "evlgen_opt", capsys, max_iters=10, batch_size_train=3, global_batch_size=12)
+    assert stage["run"]["global_batch"] == 12
 
 
 def test_markdown_table_and_comparison_configs(tmp_path, capsys):

@@ -9,8 +9,10 @@ Builders (training split only; relative paths are under ``build_info.root``, def
   under ``build_info.records_dir`` (default ``<cache>/records``), shared by ranks and workers.
 * ``laion115M``, ``ccs14M``: webdataset shards (``build_info.shards``: brace
   patterns, one string or a list), ``build_info.num_samples`` (the nominal size, used for weighting
-  by size and for the epoch length), ``build_info.shuffle_buffer``, ``build_info.seed``. Shards
-  named but absent are left out with a warning; none present is an error.
+  by size and for the epoch length), ``build_info.shuffle_buffer``, ``build_info.seed``. At start-up
+  the shards named are counted against the ``.tar`` files found in their folders, and both counts are
+  logged: shards named but absent are left out with a warning (none present is an error), and ``.tar``
+  files present but not named (never read) are reported with a warning too.
 
 Nothing is downloaded.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from lavis.common.dist_utils import get_rank
@@ -69,27 +72,68 @@ class CapFiltBuilder(LocalCaptionBuilder):
                                         self.text_processors["train"])}
 
 
+@dataclass
+class ShardInventory:
+    """The shards ``build_info.shards`` names, those of them that exist, and ``.tar`` files it leaves out."""
+
+    named: list[str]
+    absent: list[str]
+    unnamed: list[str]
+
+    @property
+    def present(self) -> list[str]:
+        left_out = set(self.absent)
+        return [p for p in self.named if p not in left_out]
+
+    def describe(self) -> str:
+        return (f"{len(self.named)} shard(s) named, {len(self.present)} found, {len(self.absent)} named but absent, "
+                f"{len(self.unnamed)} .tar file(s) in the same folder(s) not named")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path and not path.startswith("pipe:")
+
+
 class ShardsBuilder(LocalCaptionBuilder):
     """Webdataset tar shards as an endless resampled training stream."""
 
-    def shard_paths(self) -> list[str]:
+    def shard_inventory(self) -> ShardInventory:
+        """Count the named shards against the ``.tar`` files in their folders."""
         info = self.config.build_info
         if info.get("shards") is None or info.get("num_samples") is None:
             raise ValueError("build_info.shards and build_info.num_samples are required")
         root = info.get("root") or str(cache_dir())
         patterns = [info.shards] if isinstance(info.shards, str) else list(info.shards)
-        named = expand_shards([p if os.path.isabs(p) or "://" in p or p.startswith("pipe:") else os.path.join(root, p)
-                               for p in patterns])
-        local = [p for p in named if "://" not in p and not p.startswith("pipe:")]
+        named = expand_shards([p if os.path.isabs(p) or not _is_local(p) else os.path.join(root, p) for p in patterns])
+        local = [p for p in named if _is_local(p)]
         absent = [p for p in local if not os.path.exists(p)]
-        if absent and len(absent) == len(named):
+        folders = sorted({os.path.dirname(p) for p in local})
+        named_set = {os.path.normpath(p) for p in local}
+        unnamed = [p for folder in folders for p in sorted(glob.glob(os.path.join(glob.escape(folder), "*.tar")))
+                   if os.path.normpath(p) not in named_set]
+        return ShardInventory(named, absent, unnamed)
+
+    def shard_paths(self) -> list[str]:
+        """The named shards that exist; logs the counts (once per builder), warns about absent and unnamed ones."""
+        if getattr(self, "_present", None) is None:
+            self._present = self._check_shards()
+        return self._present
+
+    def _check_shards(self) -> list[str]:
+        inventory = self.shard_inventory()
+        name = self.config.get("name") or type(self).__name__
+        if inventory.absent and len(inventory.absent) == len(inventory.named):
             raise FileNotFoundError(f"dataset files for config key 'build_info.shards' not found: none of the "
-                                    f"{len(named)} shards exists (first: {absent[0]})")
-        if absent:
-            logger.warning("build_info.shards: %d of %d shards are absent and left out (first: %s)",
-                           len(absent), len(named), absent[0])
-        left_out = set(absent)
-        return [p for p in named if p not in left_out]
+                                    f"{len(inventory.named)} shards exists (first: {inventory.absent[0]})")
+        logger.info("%s build_info.shards: %s", name, inventory.describe())
+        if inventory.absent:
+            logger.warning("%s build_info.shards: %d of %d shards are absent and left out (first: %s)", name,
+                           len(inventory.absent), len(inventory.named), inventory.absent[0])
+        if inventory.unnamed:
+            logger.warning("%s build_info.shards: %d .tar file(s) next to the named shards are not named and will "
+                           "never be read (first: %s); widen the brace range to include them", name,
+                           len(inventory.unnamed), inventory.unnamed[0])
+        return inventory.present
 
     def _download_data(self) -> None:
         self.shard_paths()
