@@ -13,6 +13,7 @@ found and every file read was readable, 1 otherwise; docs/data.md says what each
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tarfile
@@ -21,8 +22,12 @@ from typing import Any, Optional
 
 from lavis.common.config import Config
 from lavis.common.registry import registry
+from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin
+
+
+IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 
 
 @dataclass
@@ -80,12 +85,23 @@ def check_shards(name: str, builder: Any, read: int) -> Check:
     for i in spread(len(present), read):
         check.read += 1
         try:
-            with tarfile.open(present[i]) as tar:
-                if not tar.getmembers():
-                    check.unreadable.append(present[i])
-        except (tarfile.TarError, OSError):
-            check.unreadable.append(present[i])
+            check.unreadable += [f"{present[i]}:{member}" for member in undecodable_images(present[i])]
+        except (tarfile.TarError, OSError) as err:
+            check.unreadable.append(f"{present[i]} ({err})")
     return check
+
+
+def undecodable_images(shard: str) -> list[str]:
+    """The image members of a webdataset shard that do not decode (TarError/OSError for a broken tar)."""
+    bad = []
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            if member.isfile() and member.name.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES:
+                try:
+                    Image.open(io.BytesIO(tar.extractfile(member).read())).load()
+                except (OSError, ValueError, Image.DecompressionBombError):
+                    bad.append(member.name)
+    return bad
 
 
 def check_dataset(name: str, data_cfg: Any, read: int) -> list[Check]:

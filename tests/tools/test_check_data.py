@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from lavis_evlgen.tools.check_data import main, spread
+from tests.datasets.benchmark_fixtures import write_shards
 from tests.runners.tiny_run import experiment, write_caption_data, write_experiment
 
 
@@ -38,3 +39,19 @@ def test_missing_annotation_file_names_the_config_key(tmp_path, capsys):
     cfg = write_experiment(tmp_path / "exp.yaml", experiment(data, tmp_path / "out"))
     assert main(["--cfg-path", str(cfg)]) == 1
     assert "build_info.annotations.test.storage" in capsys.readouterr().out
+
+
+def test_shards_are_counted_and_their_images_decoded(tmp_path, capsys):
+    write_shards(tmp_path, n_shards=3)  # one corrupt image per shard, plus laion/truncated.tar
+    cfg = experiment(tmp_path / "unused", tmp_path / "out")
+    cfg["datasets"] = {"laion115M": {
+        "build_info": {"root": str(tmp_path), "shards": ["laion/{00000..00003}.tar", "laion/truncated.tar"],
+                       "num_samples": 10},
+        "vis_processor": {"train": {"name": "blip_image_eval", "image_size": 32}},
+        "text_processor": {"train": {"name": "blip_caption"}}}}
+    assert main(["--cfg-path", str(write_experiment(tmp_path / "exp.yaml", cfg)), "--read", "10"]) == 1
+    out = capsys.readouterr().out
+    row = out.splitlines()[1].split()
+    assert row[:7] == ["laion115M", "train", "shards", "5", "4", "4", "4"]  # named, found, read, unreadable
+    assert out.count(".jpg") == 3 and "truncated.tar (" in out
+    assert "laion115M/train: 1 named but not found, first: " in out and "00003.tar" in out
