@@ -47,6 +47,8 @@ def build_tokenizer(cfg: DictConfig, path: str | None) -> PreTrainedTokenizerBas
         if not hasattr(tokenizer, "add_bos_token"):
             raise ValueError(f"model.llm.add_bos_token: {type(tokenizer).__name__} has no such setting")
         tokenizer.add_bos_token = bool(cfg.add_bos_token)
+    if cfg.get("special_tokens") and hasattr(tokenizer, "update_post_processor"):
+        tokenizer.update_post_processor()  # a fast Llama tokenizer would keep adding its old BOS
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return tokenizer
