@@ -22,7 +22,8 @@ Options that reproduce the authors' release (on in the model types that load the
 
 * ``model.target_bos``: with an empty prompt, the loss also predicts the text's BOS token from the visual
   prompt (the authors' OPT code masks the prompt only when there is one, and the prompt's tokens include
-  the BOS). Off: the BOS is masked like prompt text.
+  the BOS). Off: the BOS is masked like prompt text. No effect where the tokenizer starts texts with no
+  BOS (SmolLM2's, unless ``model.llm.add_bos_token``; the built-in byte tokenizer).
 * ``model.caption_end``: the text ending every caption and stopping generation ("\n" by default; the
   authors' Vicuna model ends captions with ``</s>``).
 * ``model.repetition_penalty``: the penalty ``generate`` and ``predict_answers`` use when the caller
@@ -108,9 +109,6 @@ class EVLGenBase(AnswerByGeneration, PluginModelTypes, BaseModel):
         self.end_token_id = end_ids[-1]
         if bos_first and tokenizer.bos_token_id is None:
             raise ValueError("model.bos_first: the LLM's tokenizer has no BOS token")
-        if target_bos and not tokenizer("").input_ids:
-            raise ValueError("model.target_bos: the LLM's tokenizer starts texts with no BOS token "
-                             "(model.llm.add_bos_token: true adds one)")
         self.bos_first = bos_first
         self.target_bos = target_bos
         self.repetition_penalty = repetition_penalty
