@@ -11,10 +11,23 @@ the paper quotes 110M, bert-base's nominal size, but BERT's word embeddings (23.
 88.5M (TomeFormer 85.5M + f_proj1 1.08M + f_proj2 1.97M + ln_vision 2.8k);
 ``tests/models/test_model_zoo.py`` checks this count.
 
-LLM input layout: [visual prompt][prompt text][caption], as in BLIP-2. ``model.bos_first: true`` puts the
-LLM's BOS token in front, [BOS][visual prompt][...]: a small LLM uses position 0 as an attention sink,
-and with the visual prompt there the first visual token is spent on it. Off in the paper configs; on for
-the embedded SmolLM2, where it cut the loss after 100 CPU steps from about 4.0 to 2.2.
+LLM input layout: [visual prompt][prompt text][caption][caption end], as in BLIP-2, where the text starts
+with the BOS token when the tokenizer adds one (OPT's ``</s>``, Llama's ``<s>``; ``model.llm.add_bos_token``
+overrides the tokenizer). ``model.bos_first: true`` puts the LLM's BOS token in front, [BOS][visual
+prompt][...]: a small LLM uses position 0 as an attention sink, and with the visual prompt there the first
+visual token is spent on it. Off in the paper configs; on for the embedded SmolLM2, where it cut the loss
+after 100 CPU steps from about 4.0 to 2.2.
+
+Options that reproduce the authors' release (on in the model types that load their weights):
+
+* ``model.target_bos``: with an empty prompt, the loss also predicts the text's BOS token from the visual
+  prompt (the authors' OPT code masks the prompt only when there is one, and the prompt's tokens include
+  the BOS). Off: the BOS is masked like prompt text. No effect where the tokenizer starts texts with no
+  BOS (SmolLM2's, unless ``model.llm.add_bos_token``; the built-in byte tokenizer).
+* ``model.caption_end``: the text ending every caption and stopping generation ("\n" by default; the
+  authors' Vicuna model ends captions with ``</s>``).
+* ``model.repetition_penalty``: the penalty ``generate`` and ``predict_answers`` use when the caller
+  passes none (1.0; the authors' Vicuna model generates with 1.5).
 """
 from __future__ import annotations
 
@@ -27,10 +40,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertConfig
 
-from lavis_evlgen.common.config_check import optional_flag, optional_probability
-from lavis_evlgen.common.spacy_english import load_pipeline
+from lavis_evlgen.common.config_check import optional_flag, optional_number, optional_probability
+from lavis_evlgen.models.answering import AnswerByGeneration
 from lavis_evlgen.models.caption_loss import caption_loss
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
+from lavis_evlgen.models.loading import EVLGEN_KEYS
 from lavis_evlgen.models.model_types import PluginModelTypes
 from lavis_evlgen.models.tomeformer import TomeFormer
 from lavis_evlgen.models.vision import build_vision_encoder
@@ -64,18 +78,18 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     return TomeFormer.from_config(BertConfig(**settings), **options)
 
 
-class EVLGenBase(PluginModelTypes, BaseModel):
+class EVLGenBase(AnswerByGeneration, PluginModelTypes, BaseModel):
     """Shared EVLGen model; subclasses name the LLM family (``LLM_ARCH``) and their model types."""
 
     LLM_ARCH = ""
-    # Key prefixes of the authors' released checkpoints -> ours.
-    AUTHOR_KEY_MAP = {"VLconnector.": "tomeformer.", "VL_proj.": "proj1.", "opt_proj.": "proj2.",
-                      "llm_proj.": "proj2."}
+    KEY_MAP = EVLGEN_KEYS
+    TRAINABLE_PARTS = ("ln_vision", "proj1", "tomeformer", "proj2")
 
     def __init__(self, vision: Optional[nn.Module], vision_width: int, tomeformer: TomeFormer,
                  llm: nn.Module, tokenizer, prompt: str = "", max_txt_len: int = 32,
                  vision_dtype: torch.dtype = torch.float32, apply_lemmatizer: bool = False,
-                 bos_first: bool = False):
+                 bos_first: bool = False, target_bos: bool = False, caption_end: str = CAPTION_END,
+                 repetition_penalty: float = 1.0):
         super().__init__()
         self.visual_encoder = freeze(vision) if vision is not None else None
         self.vision_dtype = vision_dtype
@@ -88,12 +102,17 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.max_txt_len = max_txt_len
-        self.end_token_id = tokenizer(CAPTION_END, add_special_tokens=False).input_ids[-1]
+        self.caption_end = caption_end
+        end_ids = tokenizer(caption_end, add_special_tokens=False).input_ids
+        if not end_ids:
+            raise ValueError(f"model.caption_end: {caption_end!r} is no token of the LLM's tokenizer")
+        self.end_token_id = end_ids[-1]
         if bos_first and tokenizer.bos_token_id is None:
             raise ValueError("model.bos_first: the LLM's tokenizer has no BOS token")
         self.bos_first = bos_first
+        self.target_bos = target_bos
+        self.repetition_penalty = repetition_penalty
         self._apply_lemmatizer = apply_lemmatizer
-        self._lemmatizer = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -111,12 +130,14 @@ class EVLGenBase(PluginModelTypes, BaseModel):
                     llm=llm, tokenizer=tokenizer, prompt=cfg.get("prompt", ""),
                     max_txt_len=cfg.get("max_txt_len", 32), vision_dtype=vision_dtype,
                     apply_lemmatizer=cfg.get("apply_lemmatizer", False),
-                    bos_first=optional_flag(cfg, "bos_first", "model"))
+                    bos_first=optional_flag(cfg, "bos_first", "model"),
+                    target_bos=optional_flag(cfg, "target_bos", "model"),
+                    caption_end=cfg.get("caption_end", CAPTION_END),
+                    repetition_penalty=optional_number(cfg, "repetition_penalty", "model", lambda v: v > 0,
+                                                       "must be a positive number") or 1.0)
         if optional_flag(cfg, "match_embedding_scale", "model"):
             model.match_embedding_scale()
-        for key in ("pretrained", "finetuned"):
-            if cfg.get(key):
-                model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
+        model.load_checkpoint_from_config(cfg)
         return model
 
     @torch.no_grad()
@@ -132,26 +153,6 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         current = self.proj2.weight.float().pow(2).sum(dim=1).mean().sqrt()
         self.proj2.weight.mul_((target / current).to(self.proj2.weight.dtype))
         self.proj2.bias.zero_()
-
-    def load_evlgen_checkpoint(self, path: str) -> None:
-        """Load trainable weights from our checkpoints or the authors' (keys renamed, see AUTHOR_KEY_MAP)."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("model", state)
-        renamed = {}
-        for key, value in state.items():
-            for old, new in self.AUTHOR_KEY_MAP.items():
-                if key.startswith(old):
-                    key = new + key[len(old):]
-                    break
-            renamed[key] = value
-        missing, unexpected = self.load_state_dict(renamed, strict=False)
-        trainable_missing = [k for k in missing if k.split(".")[0] in self.TRAINABLE_PARTS]
-        if trainable_missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not fit: missing {trainable_missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        logger.info("loaded EVLGen weights from %s", path)
-
-    TRAINABLE_PARTS = ("ln_vision", "proj1", "tomeformer", "proj2")
 
     def train(self, mode: bool = True) -> "EVLGenBase":
         """Train the connector only; the frozen encoder and LLM stay in eval mode."""
@@ -207,12 +208,13 @@ class EVLGenBase(PluginModelTypes, BaseModel):
         vis, vis_atts = self.encode_image(samples)
         prompt = samples.get("prompt", self.prompt)
         prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
-        texts = [p + t + CAPTION_END for p, t in zip(prompts, samples["text_input"])]
+        texts = [p + t + self.caption_end for p, t in zip(prompts, samples["text_input"])]
         self.tokenizer.padding_side = "right"
         tokens = self.tokenizer(texts, return_tensors="pt", padding="longest", truncation=True,
                                 max_length=self.max_txt_len).to(vis.device)
         targets = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
-        prompt_lens = [len(ids) for ids in self.tokenizer(prompts).input_ids]
+        prompt_lens = [0 if self.target_bos and not p else len(ids)
+                       for p, ids in zip(prompts, self.tokenizer(prompts).input_ids)]
         for row, n in enumerate(prompt_lens):
             targets[row, :n] = -100
         embeds, atts = self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
@@ -222,12 +224,15 @@ class EVLGenBase(PluginModelTypes, BaseModel):
     @torch.no_grad()
     def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False, num_beams: int = 5,
                  max_length: int = 30, min_length: int = 1, top_p: float = 0.9,
-                 repetition_penalty: float = 1.0, length_penalty: float = 1.0, num_captions: int = 1,
+                 repetition_penalty: Optional[float] = None, length_penalty: float = 1.0, num_captions: int = 1,
                  temperature: float = 1.0, prompt: Optional[str | list[str]] = None) -> list[str]:
         """Captions (only the new text) for ``samples["image"]`` or ``samples["image_features"]``.
 
-        ``max_length``/``min_length`` count generated tokens. Returns ``num_captions`` strings per image.
+        ``max_length``/``min_length`` count generated tokens; ``repetition_penalty`` None takes the model's
+        (``model.repetition_penalty``). Returns ``num_captions`` strings per image.
         """
+        if repetition_penalty is None:
+            repetition_penalty = self.repetition_penalty
         vis, vis_atts = self.encode_image(samples)
         prompt = samples.get("prompt", self.prompt) if prompt is None else prompt
         prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
@@ -241,24 +246,3 @@ class EVLGenBase(PluginModelTypes, BaseModel):
             pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
             length_penalty=length_penalty, num_return_sequences=num_captions)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-    @torch.no_grad()
-    def predict_answers(self, samples: dict[str, Any], num_beams: int = 5, inference_method: str = "generate",
-                        max_len: int = 10, min_len: int = 1, num_ans_candidates: int = 128,
-                        answer_list: Optional[list[str]] = None, prompt: str = "Question: {} Short answer:",
-                        length_penalty: float = 0.0, **kwargs) -> list[str]:
-        """Zero-shot VQA answers with BLIP-2's prompt; lemmatised when ``apply_lemmatizer`` is set."""
-        if inference_method != "generate":
-            raise ValueError(f"run.inference_method: EVLGen answers by 'generate', not '{inference_method}'")
-        questions = samples["text_input"]
-        questions = [questions] if isinstance(questions, str) else questions
-        prompts = [prompt.format(q) if "{}" in prompt else prompt for q in questions]
-        answers = self.generate(samples, num_beams=num_beams, max_length=max_len, min_length=min_len,
-                                length_penalty=length_penalty, prompt=prompts)
-        return self._lemmatize(answers) if self._apply_lemmatizer else answers
-
-    def _lemmatize(self, answers: list[str]) -> list[str]:
-        if self._lemmatizer is None:
-            self._lemmatizer = load_pipeline()
-        docs = self._lemmatizer.pipe(answers)
-        return [" ".join(t.lemma_ if t.pos_ in ("NOUN", "VERB") else t.text for t in doc) for doc in docs]

@@ -15,8 +15,9 @@ one visual prompt:
 only act on clips). Initialisation: ``model.image_checkpoint`` names an EVLGen-Image checkpoint
 loaded into the image parts before the temporal modules are added (their gates start at zero, so
 the video model starts as that image model); ``model.pretrained`` / ``model.finetuned`` name
-EVLGen-Video checkpoints (temporal modules included). Trainable: the temporal modules and
-everything EVLGen-Image trains; the ViT and the LLM stay frozen.
+EVLGen-Video checkpoints (temporal modules included), ours or the authors' (see ``loading``).
+``model.temporal.scale`` chooses the attention scale of the temporal modules (see ``temporal``).
+Trainable: the temporal modules and everything EVLGen-Image trains; the ViT and the LLM stay frozen.
 
 Self-critical sequence training needs log-probabilities of sampled captions: see
 :class:`~lavis_evlgen.models.sequence_scoring.SequenceScoringMixin`.
@@ -32,9 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lavis_evlgen.models.evlgen_base import EVLGenBase
+from lavis_evlgen.models.loading import EVLGEN_VIDEO_KEYS
 from lavis_evlgen.models.sequence_scoring import SequenceScoringMixin
-from lavis_evlgen.models.temporal import FrameCount, add_temporal_modules
-from lavis_evlgen.models.weights import require_weights
+from lavis_evlgen.models.temporal import TEMPORAL_SCALES, FrameCount, add_temporal_modules
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
     """EVLGen on clips; subclasses name the LLM family like the image models do."""
 
     TRAINABLE_PARTS = EVLGenBase.TRAINABLE_PARTS + ("temporal",)
+    KEY_MAP = EVLGEN_VIDEO_KEYS
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -61,21 +63,22 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
                              f"got '{aggregation}'")
         image_cfg = cfg.copy()
         OmegaConf.set_struct(image_cfg, False)
-        image_cfg.pretrained = (require_weights(cfg.image_checkpoint, "model.image_checkpoint")
-                                if cfg.get("image_checkpoint") else None)
-        image_cfg.finetuned = None
+        image_cfg.update(pretrained=None, finetuned=None, load_pretrained=False, load_finetuned=False)
         model = super().from_config(image_cfg)
+        if cfg.get("image_checkpoint"):
+            model.load_from_pretrained(cfg.image_checkpoint, key="model.image_checkpoint")
         temporal = cfg.get("temporal") or {}
+        scale = temporal.get("scale", "head_dim")
+        if scale not in TEMPORAL_SCALES:
+            raise ValueError(f"model.temporal.scale: expected one of {list(TEMPORAL_SCALES)}, got '{scale}'")
         model.set_frame_aggregation(aggregation, num_heads=int(temporal.get("num_heads", 8)),
                                     qk_dim=int(temporal.get("qk_dim", 256)),
-                                    frame_positions=int(temporal.get("frame_positions") or 0))
-        for key in ("pretrained", "finetuned"):
-            if cfg.get(key):
-                model.load_evlgen_checkpoint(require_weights(cfg[key], f"model.{key}"))
+                                    frame_positions=int(temporal.get("frame_positions") or 0), scale=scale)
+        model.load_checkpoint_from_config(cfg)
         return model
 
     def set_frame_aggregation(self, aggregation: str, num_heads: int = 8, qk_dim: int = 256,
-                              frame_positions: int = 0) -> None:
+                              frame_positions: int = 0, scale: str = "head_dim") -> None:
         """Choose the aggregation; ``temporal+mean`` wraps the ViT's blocks with fresh temporal modules."""
         if len(self.temporal):
             raise ValueError("the frame aggregation is set once, when the model is built")
@@ -86,7 +89,7 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
                 raise ValueError("model.use_features: frame_aggregation 'temporal+mean' changes the ViT's "
                                  "features, so it needs the ViT itself")
             self.temporal = add_temporal_modules(self.visual_encoder, self.frame_count, num_heads, qk_dim,
-                                                 frame_positions)
+                                                 frame_positions, scale)
             logger.info("temporal modules in %d ViT blocks: %.2fM trainable parameters", len(self.temporal),
                         sum(p.numel() for p in self.temporal.parameters()) / 1e6)
         self.frame_aggregation = aggregation

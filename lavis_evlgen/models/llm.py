@@ -28,17 +28,41 @@ def part_dtype(precision: str, key: str) -> torch.dtype:
     return DTYPES[precision] if torch.cuda.is_available() else torch.float32
 
 def build_tokenizer(cfg: DictConfig, path: str | None) -> PreTrainedTokenizerBase:
-    """The LLM's own tokenizer, the folder named by ``model.llm.tokenizer``, or the built-in byte tokenizer."""
+    """The LLM's own tokenizer, the folder named by ``model.llm.tokenizer``, or the built-in byte tokenizer.
+
+    ``model.llm.special_tokens`` (a mapping such as ``{bos_token: "</s>", pad_token: "[PAD]"}``) is passed to
+    ``add_special_tokens``; ``model.llm.add_bos_token`` sets whether texts start with the BOS token.
+    """
     source = cfg.get("tokenizer") or path
-    if source == "byte":
-        return byte_tokenizer()
     if source is None:
         raise ValueError("model.llm.tokenizer: a random LLM needs a tokenizer ('byte' or a local folder)")
-    tokenizer = AutoTokenizer.from_pretrained(require_weights(source, "model.llm.tokenizer"),
-                                              local_files_only=True, use_fast=cfg.get("use_fast", True))
+    if source == "byte":
+        tokenizer = byte_tokenizer()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(require_weights(source, "model.llm.tokenizer"),
+                                                  local_files_only=True, use_fast=cfg.get("use_fast", True))
+    if cfg.get("special_tokens"):
+        tokenizer.add_special_tokens(OmegaConf.to_container(cfg.special_tokens, resolve=True))
+    if cfg.get("add_bos_token") is not None:
+        if not hasattr(tokenizer, "add_bos_token"):
+            raise ValueError(f"model.llm.add_bos_token: {type(tokenizer).__name__} has no such setting")
+        tokenizer.add_bos_token = bool(cfg.add_bos_token)
+    if cfg.get("special_tokens") and hasattr(tokenizer, "update_post_processor"):
+        tokenizer.update_post_processor()  # a fast Llama tokenizer would keep adding its old BOS
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return tokenizer
+
+@torch.no_grad()
+def fit_embeddings(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give tokens added by ``model.llm.special_tokens`` (e.g. Vicuna's ``[PAD]``) rows in the input and output
+    embeddings, each the mean of the existing rows (deterministic: the LLM is frozen and not saved)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= rows:
+        return
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+        matrix.weight[rows:] = matrix.weight[:rows].mean(dim=0)
 
 def build_llm(cfg: DictConfig, arch: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """Build the frozen LLM of family ``arch`` ('opt' or 'llama') and its tokenizer.
@@ -55,6 +79,8 @@ def build_llm(cfg: DictConfig, arch: str) -> tuple[nn.Module, PreTrainedTokenize
         settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
         model = model_cls(config_cls(**settings)).to(dtype)
     tokenizer = build_tokenizer(cfg, path)
+    if cfg.get("special_tokens"):
+        fit_embeddings(model, tokenizer)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model.llm: tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}")

@@ -13,8 +13,9 @@ same token position in the clip's other frames:
 * Eq. 7: ``X + alpha * C`` with a learnable scalar gate ``alpha`` initialised at zero.
 
 Defaults follow the authors' release: H = 8 heads and ``qk_dim`` = 256 in every block (EVA-ViT-g:
-39 x 721,409 = 28.1M trainable parameters). The scores are scaled by the square root of the head
-dimension (Eq. 6); the release scales by ``sqrt(qk_dim)`` instead.
+39 x 721,409 = 28.1M trainable parameters). The scores are scaled by ``1 / sqrt(qk_dim / H)``, the head
+dimension (Eq. 6, ``scale: head_dim``); the release scales by ``1 / sqrt(qk_dim)`` (``scale: qk_dim``,
+1/16 instead of 1/sqrt(32) with the defaults), which the model types loading its weights use.
 
 With ``alpha = 0`` every block computes exactly what the frozen block computes, so the video model
 starts as the image model it is initialised from.
@@ -45,15 +46,23 @@ from torch import nn
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Layer
 
 
+# Attention scale of the contextualizer: 1 / sqrt of the head's query width (Eq. 6) or of all heads' (release).
+TEMPORAL_SCALES = ("head_dim", "qk_dim")
+
+
 class TemporalContextualizer(nn.Module):
     """Gated multi-head attention over the frames of a clip, per token position (Eqs. 4-7)."""
 
-    def __init__(self, dim: int, num_heads: int = 8, qk_dim: int = 256, num_frame_positions: int = 0):
+    def __init__(self, dim: int, num_heads: int = 8, qk_dim: int = 256, num_frame_positions: int = 0,
+                 scale: str = "head_dim"):
         super().__init__()
         if dim % num_heads or qk_dim % num_heads:
             raise ValueError(f"model.temporal.num_heads: {num_heads} heads must divide the ViT width {dim} "
                              f"and model.temporal.qk_dim {qk_dim}")
+        if scale not in TEMPORAL_SCALES:
+            raise ValueError(f"model.temporal.scale: expected one of {list(TEMPORAL_SCALES)}, got '{scale}'")
         self.num_heads = num_heads
+        self.scale = (qk_dim if scale == "qk_dim" else qk_dim // num_heads) ** -0.5
         self.query = nn.Linear(dim, qk_dim)
         self.key = nn.Linear(dim, qk_dim)
         self.gate = nn.Parameter(torch.zeros(()))
@@ -81,7 +90,7 @@ class TemporalContextualizer(nn.Module):
             return t.view(t.shape[0], num_frames, self.num_heads, -1).transpose(1, 2)
 
         query, key, value = heads(self.query(tokens)), heads(self.key(tokens)), heads(tokens)
-        weights = torch.softmax(query @ key.transpose(-2, -1) * query.shape[-1] ** -0.5, dim=-1)
+        weights = torch.softmax(query @ key.transpose(-2, -1) * self.scale, dim=-1)
         context = (weights @ value).transpose(1, 2).reshape(clips, length, num_frames, dim)
         context = context.transpose(1, 2).reshape(rows, length, dim)
         return x + (self.gate * context).to(x.dtype)
@@ -182,7 +191,7 @@ def _wrapper_for(module: nn.Module) -> Optional[type[TemporalBlock]]:
 
 
 def add_temporal_modules(encoder: nn.Module, frame_count: FrameCount, num_heads: int = 8, qk_dim: int = 256,
-                         num_frame_positions: int = 0) -> nn.ModuleList:
+                         num_frame_positions: int = 0, scale: str = "head_dim") -> nn.ModuleList:
     """Wrap every supported block of ``encoder`` in place; return the new contextualizers in block order.
 
     Raises ValueError if the encoder has no block of a supported family or was wrapped already.
@@ -197,7 +206,8 @@ def add_temporal_modules(encoder: nn.Module, frame_count: FrameCount, num_heads:
             if wrapper is None:
                 visit(child)
                 continue
-            contextualizer = TemporalContextualizer(wrapper.width(child), num_heads, qk_dim, num_frame_positions)
+            contextualizer = TemporalContextualizer(wrapper.width(child), num_heads, qk_dim, num_frame_positions,
+                                                    scale)
             setattr(parent, name, wrapper(child, contextualizer, frame_count))
             contextualizers.append(contextualizer)
 

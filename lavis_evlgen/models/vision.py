@@ -3,12 +3,13 @@
 Each factory takes the ``model.vision`` config and returns an ``nn.Module`` whose ``forward(image)``
 gives every token ``[B, N, D]`` (CLS first) and whose ``num_features`` is D. ``weights: null``
 builds the architecture with random weights (tests, skeletons on the meta device); a path loads a
-local file. EVA-ViT-g and CLIP-L come from LAVIS's own factories, pointed at the local file instead
-of LAVIS's download URL.
+local file. EVA-ViT-g and CLIP-L are LAVIS's own classes; their weights are read here (``weights_only``,
+every tensor of the encoder required, the file's extra blocks left out), not by LAVIS's download code.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from typing import Callable, Iterator, Optional
@@ -17,7 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lavis_evlgen.models.weights import require_weights
+from lavis_evlgen.models.weights import read_state_dict, require_weights
+
+logger = logging.getLogger(__name__)
 
 VisionFactory = Callable[[DictConfig], nn.Module]
 VISION_ENCODERS: dict[str, VisionFactory] = {}
@@ -59,18 +62,34 @@ def _weights(cfg: DictConfig) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def _lavis_weights(module, path: Optional[str]) -> Iterator[None]:
-    """Point a LAVIS ViT factory's ``download_cached_file`` at a local file (or an empty state dict)."""
+def _random_weights(module) -> Iterator[None]:
+    """Let a LAVIS ViT factory build its encoder with random weights (it would download and load a file)."""
     original = module.download_cached_file
     with tempfile.TemporaryDirectory() as tmp:
-        if path is None:
-            path = os.path.join(tmp, "empty.pth")
-            torch.save({}, path)
-        module.download_cached_file = lambda *args, **kwargs: path
+        empty = os.path.join(tmp, "empty.pth")
+        torch.save({}, empty)
+        module.download_cached_file = lambda *args, **kwargs: empty
         try:
             yield
         finally:
             module.download_cached_file = original
+
+
+def _load_vit_weights(encoder: nn.Module, cfg: DictConfig, interpolate_pos_embed) -> nn.Module:
+    """Load ``model.vision.weights`` (or LAVIS's cached file) into a LAVIS ViT as LAVIS does (position
+    embeddings interpolated to the image size), but every tensor of the encoder must be in the file."""
+    path = _weights(cfg)
+    if path is None:
+        return encoder
+    state = read_state_dict(path, "model.vision.weights")
+    interpolate_pos_embed(encoder, state)
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing:
+        raise ValueError(f"model.vision.weights: {path} lacks {len(missing)} tensors of the "
+                         f"{cfg.name} encoder: {missing[:8]}")
+    logger.info("model.vision.weights: %s loaded; %d tensors of the file are not part of the encoder",
+                path, len(unexpected))
+    return encoder
 
 
 @register_vision_encoder("eva_clip_g")
@@ -78,19 +97,31 @@ def eva_clip_g(cfg: DictConfig) -> nn.Module:
     """EVA-CLIP ViT-g/14 (39 blocks, width 1408) as used by BLIP-2: 257 tokens at 224 px."""
     from lavis.models import eva_vit
 
-    with _lavis_weights(eva_vit, _weights(cfg)):
-        return eva_vit.create_eva_vit_g(cfg.get("image_size", 224), cfg.get("drop_path_rate", 0.0),
-                                        cfg.get("use_grad_checkpoint", False), "fp32")
+    with _random_weights(eva_vit):
+        encoder = eva_vit.create_eva_vit_g(cfg.get("image_size", 224), cfg.get("drop_path_rate", 0.0),
+                                           cfg.get("use_grad_checkpoint", False), "fp32")
+    return _load_vit_weights(encoder, cfg, eva_vit.interpolate_pos_embed)
 
 
 @register_vision_encoder("clip_L")
 def clip_l(cfg: DictConfig) -> nn.Module:
-    """OpenAI CLIP ViT-L/14 (BLIP-2's 22-block cut, width 1024): 257 tokens at 224 px."""
+    """OpenAI CLIP ViT-L/14 (width 1024) cut to its first ``model.vision.depth`` residual blocks: 257
+    tokens at 224 px. The depth is required: the EVLGen authors' fork builds 23 (all but the last of 24,
+    as BLIP-2 drops EVA-ViT-g's last block), LAVIS 1.0.2's ``create_clip_vit_L`` builds 21."""
     from lavis.models import clip_vit
 
-    with _lavis_weights(clip_vit, _weights(cfg)):
-        return clip_vit.create_clip_vit_L(cfg.get("image_size", 224), cfg.get("use_grad_checkpoint", False),
-                                          "fp32")
+    depth = cfg.get("depth")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 24:
+        raise ValueError(f"model.vision.depth: CLIP-L needs its number of blocks, an integer in [1, 24] "
+                         f"(23: the EVLGen release; 21: LAVIS 1.0.2), got {depth!r}")
+    # LAVIS's VisionTransformer builds layers - 1 residual blocks.
+    encoder = clip_vit.VisionTransformer(input_resolution=cfg.get("image_size", 224), patch_size=14, width=1024,
+                                         layers=depth + 1, heads=16,
+                                         use_grad_checkpointing=cfg.get("use_grad_checkpoint", False))
+    if len(encoder.transformer.resblocks) != depth:
+        raise RuntimeError(f"LAVIS's CLIP VisionTransformer built {len(encoder.transformer.resblocks)} blocks "
+                           f"where {depth} were asked for")
+    return _load_vit_weights(encoder, cfg, clip_vit.interpolate_pos_embed)
 
 
 @register_vision_encoder("tiny_vit")

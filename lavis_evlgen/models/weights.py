@@ -1,8 +1,22 @@
-"""Local weight paths: one clear error naming the config key and the path tried, never a hub call."""
+"""Local weight files: one clear error naming the config key and the path tried, never a hub call, and
+reading that runs no code from the file.
+
+Checkpoints come from others (the EVLGen authors' release, LAVIS's BLIP-2 files) as well as from our own
+runs, so they are read with ``torch.load(weights_only=True)``: tensors, containers and plain values only.
+LAVIS's runner saves ``{"model", "optimizer", "config", "scaler", "epoch"}``, all of them plain; our runner
+adds numpy's generator state, so numpy arrays (and nothing else beyond torch's own list) are allowed.
+"""
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Optional
+
+import numpy as np
+import torch
+
+# numpy's array reconstruction: what numpy.random.get_state() needs, no callable beyond building an array.
+NUMPY_ARRAY_GLOBALS = (np.core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType)
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -18,3 +32,19 @@ def require_weights(path: Optional[str], key: str) -> str:
     if not os.path.exists(full):
         raise MissingWeightsError(f"config key '{key}': no weights at '{full}'")
     return full
+
+
+def read_state_dict(path: Optional[str], key: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: its ``"model"`` entry (LAVIS's and our runners') or the whole
+    file when it is a bare state dict. Read with ``weights_only=True``; errors name ``key`` and the file."""
+    full = require_weights(path, key)
+    try:
+        with torch.serialization.safe_globals(list(NUMPY_ARRAY_GLOBALS)):
+            checkpoint = torch.load(full, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise ValueError(f"config key '{key}': {full} is not a checkpoint that loads with weights_only=True "
+                         f"(tensors and plain values only): {err}") from err
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"config key '{key}': {full} holds no state dict (a dict of tensors, or one under 'model')")
+    return state

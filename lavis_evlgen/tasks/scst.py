@@ -33,7 +33,6 @@ from lavis.common.registry import registry
 from torch.nn.parallel import DistributedDataParallel
 
 from lavis_evlgen.common.config_check import ConfigError
-from lavis_evlgen.models.evlgen_base import CAPTION_END
 from lavis_evlgen.models.sequence_scoring import SequenceScoringMixin
 from lavis_evlgen.tasks.captioning import EvlgenCaptionTask
 from lavis_evlgen.tasks.cider_d import CiderD
@@ -141,6 +140,6 @@ class SCSTCaptionTask(EvlgenCaptionTask):
     @staticmethod
     def _reference_tokens(module, captions: list[str], device: torch.device) -> list[torch.Tensor]:
         """Token ids of each reference caption and the end marker, as the captioning loss scores them."""
-        ids = module.tokenizer([c + CAPTION_END for c in captions], add_special_tokens=False, truncation=True,
+        ids = module.tokenizer([c + module.caption_end for c in captions], add_special_tokens=False, truncation=True,
                                max_length=module.max_txt_len).input_ids
         return [torch.tensor(row, dtype=torch.long, device=device) for row in ids]

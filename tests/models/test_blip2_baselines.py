@@ -1,5 +1,6 @@
 """BLIP-2 baselines (LAVIS's Blip2Qformer / Blip2OPT subclassed): build offline, train, generate, hand-off."""
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -309,3 +310,39 @@ def test_qformer_dropout_option_and_bad_value():
     cfg.dropout = 1.5
     with pytest.raises(ValueError, match="model.qformer.dropout"):
         qformer_config(cfg, vision_width=16)
+
+
+@pytest.mark.parametrize("name", STAGE2)
+def test_stage2_answers_questions_with_blip2s_prompt(name):
+    """predict_answers (LAVIS 1.0.2's Blip2OPT has none): generate after "Question: {q} Short answer:"."""
+    torch.manual_seed(0)
+    model = tiny(name).eval()
+    samples = {**batch(2), "text_input": ["what colour?", "how many shapes?"]}
+    answers = model.predict_answers(samples, num_beams=1, max_len=3)
+    prompts = ["Question: what colour? Short answer:", "Question: how many shapes? Short answer:"]
+    assert answers == model.generate(samples, num_beams=1, max_length=3, length_penalty=0.0, prompt=prompts)
+    with pytest.raises(ValueError, match="run.inference_method"):
+        model.predict_answers(samples, inference_method="rank")
+    assert tiny(name, apply_lemmatizer=True)._apply_lemmatizer
+
+
+BLIP2_REPRO_EVAL = Path(__file__).resolve().parents[2] / "projects/blip2_repro/eval"
+EVLGEN_EVAL = BLIP2_REPRO_EVAL.parents[1] / "evlgen/eval"
+
+
+@pytest.mark.parametrize("benchmark", ["coco", "flickr30k", "nocaps", "vqav2", "okvqa", "gqa"])
+def test_blip2_eval_configs_evaluate_as_evlgens_do(benchmark):
+    """Beside every EVLGen OPT-2.7b benchmark config, one for the stage-2 baseline with the same data and run."""
+    from lavis_evlgen.common.config_check import check_config
+
+    blip2 = OmegaConf.load(BLIP2_REPRO_EVAL / f"{benchmark}_opt2.7b.yaml")
+    evlgen = OmegaConf.load(EVLGEN_EVAL / f"{benchmark}_opt2.7b.yaml")
+    check_config(blip2, evaluate_only=True)
+    assert (blip2.model.arch, blip2.model.model_type) == ("blip2_stage2_opt", "pretrain_opt2.7b")
+    assert blip2.model.get("apply_lemmatizer", False) == evlgen.model.get("apply_lemmatizer", False)
+    assert blip2.datasets == evlgen.datasets
+    differ = {"output_dir", "job_id"}
+    assert {k: v for k, v in blip2.run.items() if k not in differ} == \
+        {k: v for k, v in evlgen.run.items() if k not in differ}
+    assert {p.stem for p in BLIP2_REPRO_EVAL.glob("*.yaml")} == {f"{b}_opt2.7b" for b in
+                                                                ("coco", "flickr30k", "nocaps", "vqav2", "okvqa", "gqa")}

@@ -132,7 +132,7 @@ def test_checkpoint_round_trip_and_author_keys(tmp_path):
         torch.manual_seed(1)
         other, _, _ = tiny("evlgen_opt")
         assert not torch.equal(other.proj1.weight, model.proj1.weight)
-        other.load_evlgen_checkpoint(str(tmp_path / name))
+        other.load_checkpoint(str(tmp_path / name))
         for k, v in trained.items():
             assert torch.equal(other.state_dict()[k], v), k
 
@@ -141,7 +141,7 @@ def test_bad_checkpoint_is_rejected(tmp_path):
     model, _, _ = tiny("evlgen_opt")
     torch.save({"model": {"proj1.weight": torch.zeros(3, 3)}}, tmp_path / "bad.pth")
     with pytest.raises((ValueError, RuntimeError)):
-        model.load_evlgen_checkpoint(str(tmp_path / "bad.pth"))
+        model.load_checkpoint(str(tmp_path / "bad.pth"))
 
 
 def test_missing_weights_name_the_config_key(tmp_path):

@@ -50,11 +50,13 @@ ENCODERS = {"eva_vit_g_block": (eva_small, 28), "eva_layer_scale": (eva_layer_sc
             "clip_L_block": (clip_small, 32), "dinov2": (dinov2_small, 32), "tiny_vit": (tiny_vit, 32)}
 
 
-def reference_contextualizer(module: TemporalContextualizer, x, frames):
-    """Eqs. 4-7 written out with loops over clips, token positions and heads."""
+def reference_contextualizer(module: TemporalContextualizer, x, frames, scale_width=None):
+    """Eqs. 4-7 written out with loops over clips, token positions and heads; scores / sqrt(scale_width),
+    the head's query width unless given."""
     rows, length, dim = x.shape
     heads = module.num_heads
     qk_head, v_head = module.query.out_features // heads, dim // heads
+    scale_width = scale_width or qk_head
     out = x.clone()
     for clip in range(rows // frames):
         for pos in range(length):
@@ -64,7 +66,7 @@ def reference_contextualizer(module: TemporalContextualizer, x, frames):
             context = torch.zeros_like(tokens)
             for h in range(heads):
                 qk_cols, v_cols = slice(h * qk_head, (h + 1) * qk_head), slice(h * v_head, (h + 1) * v_head)
-                w = torch.softmax(q[:, qk_cols] @ k[:, qk_cols].T / qk_head ** 0.5, dim=-1)
+                w = torch.softmax(q[:, qk_cols] @ k[:, qk_cols].T / scale_width ** 0.5, dim=-1)
                 context[:, v_cols] = w @ attend[:, v_cols]
             out[clip * frames:(clip + 1) * frames, pos] = tokens + module.gate * context
     return out
@@ -78,6 +80,21 @@ def test_contextualizer_matches_equations_by_hand(positions):
         module.gate.fill_(0.7)
     x = torch.randn(2 * 4, 5, 12)
     torch.testing.assert_close(module(x, 4), reference_contextualizer(module, x, 4), rtol=1e-5, atol=1e-6)
+
+
+def test_release_scale_divides_the_scores_by_the_square_root_of_the_whole_query_width():
+    """The authors' TemporalTokenMerge: q * qk_dim ** -0.5 (256 with 8 heads), not the head width's."""
+    torch.manual_seed(0)
+    module = TemporalContextualizer(dim=12, num_heads=3, qk_dim=9, scale="qk_dim")
+    with torch.no_grad():
+        module.gate.fill_(0.7)
+    x = torch.randn(2 * 4, 5, 12)
+    torch.testing.assert_close(module(x, 4), reference_contextualizer(module, x, 4, scale_width=9),
+                               rtol=1e-5, atol=1e-6)
+    assert (module(x, 4) - reference_contextualizer(module, x, 4)).abs().max() > 1e-3
+    assert TemporalContextualizer(dim=1408, scale="qk_dim").scale == 1 / 16
+    with pytest.raises(ValueError, match="model.temporal.scale"):
+        TemporalContextualizer(dim=12, num_heads=3, qk_dim=9, scale="sqrt")
 
 
 def test_contextualizer_is_identity_at_init_and_rejects_bad_shapes():
@@ -195,12 +212,13 @@ def test_frame_order_is_invisible_after_averaging_unless_frame_positions_are_use
         torch.testing.assert_close(mean_forward, mean_backward, rtol=1e-5, atol=1e-5)
 
 
-# LAVIS's create_clip_vit_L passes layers=22 and builds layers - 1 = 21 residual blocks.
-@pytest.mark.parametrize("name,blocks,width", [("eva_clip_g", 39, 1408), ("clip_L", 21, 1024)])
+# CLIP-L: LAVIS's create_clip_vit_L builds 21 residual blocks, the authors' fork 23 (model.vision.depth).
+@pytest.mark.parametrize("name,blocks,width", [("eva_clip_g", 39, 1408), ("clip_L", 21, 1024), ("clip_L", 23, 1024)])
 def test_paper_vits_get_one_module_per_block(name, blocks, width):
     """The full-size EVA-ViT-g and CLIP-L (meta-device skeletons): W_q, W_k (to 256) with biases + a gate."""
+    settings = {"name": name, "weights": None, **({"depth": blocks} if name == "clip_L" else {})}
     with init_empty_weights():
-        encoder = build_vision_encoder(OmegaConf.create({"name": name, "weights": None}))
+        encoder = build_vision_encoder(OmegaConf.create(settings))
         modules = add_temporal_modules(encoder, FrameCount())
     assert len(modules) == blocks
     assert sum(p.numel() for p in modules.parameters()) == blocks * (2 * (width * 256 + 256) + 1)

@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 
 from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer, build_qformer_tokenizer,
                                              ensure_process_group, with_image_features)
+from lavis_evlgen.models.loading import BLIP2_KEYS
 from lavis_evlgen.models.model_types import PluginModelTypes
-from lavis_evlgen.models.blip2.weights import load_trainables
 
 
 @registry.register_model("blip2_stage1")
@@ -30,6 +30,7 @@ class Blip2Stage1(PluginModelTypes, Blip2Qformer):
     """BLIP-2's first stage, LAVIS's class with offline builders (config keys: see configs/models/blip2_stage1)."""
 
     DEFAULT_MODEL_TYPE = "pretrain"
+    KEY_MAP = BLIP2_KEYS
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain": "models/blip2_stage1/pretrain.yaml",
         "pretrain_vitL": "models/blip2_stage1/pretrain_vitL.yaml",
@@ -63,8 +64,7 @@ class Blip2Stage1(PluginModelTypes, Blip2Qformer):
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Blip2Stage1":
         model = cls(cfg)
-        if cfg.get("pretrained"):
-            load_trainables(model, cfg.pretrained, "model.pretrained")
+        model.load_checkpoint_from_config(cfg)
         return model
 
     # ------------------------------------------------------------------ forward

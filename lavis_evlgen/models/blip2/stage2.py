@@ -33,8 +33,10 @@ from torch import nn
 
 from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer, copy_text_ffn_to_queries,
                                              with_image_features)
+from lavis_evlgen.models.answering import AnswerByGeneration
+from lavis_evlgen.models.blip2.weights import load_stage1
+from lavis_evlgen.models.loading import BLIP2_KEYS
 from lavis_evlgen.models.model_types import PluginModelTypes
-from lavis_evlgen.models.blip2.weights import load_stage1, load_trainables
 from lavis_evlgen.models.caption_loss import caption_loss
 from lavis_evlgen.models.llm import build_llm, freeze
 
@@ -50,10 +52,11 @@ def drop_text_path(qformer: BertLMHeadModel) -> None:
 
 
 @registry.register_model("blip2_stage2_opt")
-class Blip2Stage2OPT(PluginModelTypes, Blip2OPT):
+class Blip2Stage2OPT(AnswerByGeneration, PluginModelTypes, Blip2OPT):
     """BLIP-2 stage 2 with transformers' OPT (config keys: see configs/models/blip2_stage2_opt)."""
 
     LLM_ARCH = "opt"
+    KEY_MAP = BLIP2_KEYS
     DEFAULT_MODEL_TYPE = "pretrain_opt2.7b"
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_opt2.7b": "models/blip2_stage2_opt/pretrain_opt2.7b.yaml",
@@ -73,15 +76,15 @@ class Blip2Stage2OPT(PluginModelTypes, Blip2OPT):
         self.max_txt_len = cfg.get("max_txt_len", 32)
         self.prompt = cfg.get("prompt", "")
         self.prompt_length = self.opt_tokenizer(self.prompt, return_tensors="pt").attention_mask.sum(1)
+        self._apply_lemmatizer = cfg.get("apply_lemmatizer", False)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Blip2Stage2OPT":
-        """Build from a ``model`` section; ``stage1_checkpoint`` then ``pretrained`` are loaded if set."""
+        """Build from a ``model`` section; ``stage1_checkpoint``, then ``finetuned`` or ``pretrained`` (LAVIS's rule)."""
         model = cls(cfg)
         if cfg.get("stage1_checkpoint"):
             load_stage1(model, cfg.stage1_checkpoint)
-        if cfg.get("pretrained"):
-            load_trainables(model, cfg.pretrained, "model.pretrained")
+        model.load_checkpoint_from_config(cfg)
         return model
 
     def train(self, mode: bool = True) -> "Blip2Stage2OPT":

@@ -1,26 +1,16 @@
-"""Loading trained weights into the BLIP-2 variants: a whole model's, or stage 1's into stage 2."""
+"""Stage 1's Q-Former into a stage-2 model (whole-model checkpoints load through ``PluginModelTypes``)."""
 from __future__ import annotations
 
 import logging
 
 from torch import nn
 
-from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state_dict
-from lavis_evlgen.models.weights import require_weights
+from lavis_evlgen.models.weights import read_state_dict
 
 logger = logging.getLogger(__name__)
 
 # What stage 2 takes from a stage-1 checkpoint; everything else it trains (the LLM projection) starts new.
 STAGE1_PARTS = ("Qformer.", "query_tokens", "ln_vision.")
-
-
-def load_trainables(model: nn.Module, path: str, key: str) -> None:
-    """Load a checkpoint of this model (``{"model": state}``, as runner_evlgen writes); every trainable
-    parameter must be in it (ValueError naming the file otherwise)."""
-    path = require_weights(path, key)
-    state = load_checkpoint(path)
-    load_trainable_state_dict(model, state.get("model", state), path)
-    logger.info("loaded %s from %s", key, path)
 
 
 def load_stage1(model: nn.Module, path: str, key: str = "model.stage1_checkpoint") -> None:
@@ -29,9 +19,7 @@ def load_stage1(model: nn.Module, path: str, key: str = "model.stage1_checkpoint
     Stage-1 tensors stage 2 has no use for (text FFNs, LM head, word embeddings, ITC/ITM heads) are
     dropped; a stage-2 Q-Former tensor missing from the checkpoint is an error naming the file.
     """
-    path = require_weights(path, key)
-    state = load_checkpoint(path)
-    state = state.get("model", state)
+    state = read_state_dict(path, key)
     own = model.state_dict()
     wanted = [k for k in own if k.startswith(STAGE1_PARTS)]
     missing = [k for k in wanted if k not in state]
