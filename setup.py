@@ -11,6 +11,7 @@ setup(
     version="0.1.0",
     description="EVLGen: TomeFormer single-stage visual-conditioned language generation for LAVIS",
     packages=find_packages(include=["lavis_evlgen", "lavis_evlgen.*"]),
+    package_data={"lavis_evlgen": ["configs/*/*/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "salesforce-lavis",

@@ -3,7 +3,7 @@
 Importing this package registers every model, dataset builder, task, processor and runner of the
 plugin with ``lavis.common.registry`` and records where the plugin's configs live
 (``registry.get_path("evlgen_root")``), so LAVIS's own Config, setup_task, build_datasets,
-build_model and runners work on the YAML files under ``projects/`` and ``configs/``.
+build_model and runners work on the YAML files under ``projects/`` and ``lavis_evlgen/configs/``.
 """
 import warnings
 

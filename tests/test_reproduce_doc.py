@@ -18,7 +18,7 @@ def env_table() -> set[str]:
 
 def test_every_environment_variable_is_in_the_table():
     used = set()
-    for folder, pattern in (("lavis_evlgen", "*.py"), ("projects", "*.yaml"), ("configs/datasets", "*.yaml"),
+    for folder, pattern in (("lavis_evlgen", "*.py"), ("projects", "*.yaml"), ("lavis_evlgen/configs/datasets", "*.yaml"),
                             ("run_scripts", "*.sh")):
         # In Python, a variable's name is a string ("EVLGEN_CACHE"); bare EVLGEN_* names are constants.
         variable = r"[\"'](EVLGEN_[A-Z0-9_]*[A-Z0-9])[\"']" if pattern == "*.py" else r"\b(EVLGEN_[A-Z0-9_]*[A-Z0-9])\b"
@@ -37,7 +37,7 @@ def test_one_variable_per_checkpoint_in_the_project_configs():
 
 def test_every_downloaded_dataset_folder_is_in_the_layout():
     layout = DOC.split("## Data layout", 1)[1].split("\n## ", 1)[0]
-    for path in sorted((REPO / "configs" / "datasets").glob("*/defaults.yaml")):
+    for path in sorted((REPO / "lavis_evlgen" / "configs" / "datasets").glob("*/defaults.yaml")):
         if path.parent.name in GENERATED:
             continue
         (name, cfg), = OmegaConf.load(path).datasets.items()

@@ -1,4 +1,12 @@
-"""Where the plugin's files live, and how relative paths in configs are resolved."""
+"""Where the plugin's files live, and how relative paths in configs are resolved.
+
+The model and dataset configs ship inside the package (``lavis_evlgen/configs/``, as LAVIS ships
+``lavis/configs/``), so an installed wheel finds them from any working directory. The experiment
+configs (``projects/``), ``train.py`` and ``evaluate.py`` live in the repository, as LAVIS's do.
+
+Generated data and converted weights go to the plugin cache: ``EVLGEN_CACHE`` if set, else ``<repo>/cache``
+in a repository checkout, else ``~/.cache/lavis_evlgen`` (an installed wheel).
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +17,7 @@ from omegaconf import OmegaConf
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
-CONFIG_ROOT = REPO_ROOT / "configs"
+CONFIG_ROOT = PACKAGE_ROOT / "configs"
 
 
 def register_paths() -> None:
@@ -20,10 +28,16 @@ def register_paths() -> None:
 
 
 def config_path(relative: str) -> str:
-    """Absolute path of a file under the repository's ``configs/`` folder."""
+    """Absolute path of a file under the package's ``configs/`` folder."""
     return str(CONFIG_ROOT / relative)
 
 
+def in_repository() -> bool:
+    """True when the package is imported from a checkout of the repository (not an installed wheel)."""
+    return (REPO_ROOT / "setup.py").is_file() and (REPO_ROOT / "projects").is_dir()
+
+
 def cache_dir() -> Path:
-    """Folder for prepared weights and generated data; ``EVLGEN_CACHE`` overrides ``<repo>/cache``."""
-    return Path(os.environ.get("EVLGEN_CACHE", REPO_ROOT / "cache")).resolve()
+    """Folder for prepared weights and generated data (see the module doc)."""
+    default = REPO_ROOT / "cache" if in_repository() else Path.home() / ".cache" / "lavis_evlgen"
+    return Path(os.environ.get("EVLGEN_CACHE", default)).resolve()

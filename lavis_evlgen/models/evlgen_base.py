@@ -117,7 +117,7 @@ class EVLGenBase(AnswerByGeneration, PluginModelTypes, BaseModel):
     # ------------------------------------------------------------------ building
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "EVLGenBase":
-        """Build from a ``model`` config section (see configs/models/*/*.yaml for the keys)."""
+        """Build from a ``model`` config section (see lavis_evlgen/configs/models/*/*.yaml for the keys)."""
         vision_cfg = cfg.get("vision")
         use_features = cfg.get("use_features", False)
         vision = None if use_features else build_vision_encoder(vision_cfg)

@@ -1,4 +1,4 @@
-"""What every model of the plugin shares: model types from our ``configs/`` folder, size reporting, and
+"""What every model of the plugin shares: model types from our ``lavis_evlgen/configs/`` folder, size reporting, and
 LAVIS's checkpoint methods, reading files safely and renaming keys through the class's ``KEY_MAP``."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from lavis_evlgen.models.loading import KeyMap, load_from_config, load_weights
 
 
 class PluginModelTypes:
-    """Mixin for LAVIS models of the plugin: ``PRETRAINED_MODEL_CONFIG_DICT`` paths are under ``configs/``;
+    """Mixin for LAVIS models of the plugin: ``PRETRAINED_MODEL_CONFIG_DICT`` paths are under ``lavis_evlgen/configs/``;
     ``load_checkpoint``, ``load_from_pretrained`` and ``load_checkpoint_from_config`` replace LAVIS's (which
     call ``torch.load`` on the file and load whatever fits)."""
 

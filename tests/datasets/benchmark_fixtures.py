@@ -1,7 +1,7 @@
 """Tiny copies of the public benchmark files, in their official formats, with a few broken images.
 
 Every writer puts its files under ``root`` in the layout of the dataset configs
-(configs/datasets/evlgen_*/defaults.yaml) and returns what the tests need to check against.
+(lavis_evlgen/configs/datasets/evlgen_*/defaults.yaml) and returns what the tests need to check against.
 """
 from __future__ import annotations
 

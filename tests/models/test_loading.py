@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 # Paper sizes: EVA-ViT-g 1408 wide with 39 blocks, bert-base (768, 3072, 512 positions), OPT-2.7b 2560,
 # Vicuna-7b 4096 with 32 layers of 32 heads (inv_freq: head dim 128 / 2), qk_dim 256, ITC embed_dim 256.
 PAPER = dict(vit=1408, hidden=768, inter=3072, positions=512, layers=12, blocks=39, qk=256)
-# The tiny types' sizes (configs/models/*/tiny.yaml): everything 32 wide, 2 layers, 2 ViT blocks.
+# The tiny types' sizes (lavis_evlgen/configs/models/*/tiny.yaml): everything 32 wide, 2 layers, 2 ViT blocks.
 TINY = dict(vit=32, hidden=32, inter=64, positions=64, layers=2, blocks=2, qk=16)
 
 

@@ -8,7 +8,7 @@ import yaml
 
 from lavis_evlgen.tools import flops
 
-# Tiny shapes (configs/models/*/tiny.yaml): ViT 16 patches + CLS = 17 tokens of width 32; connector width
+# Tiny shapes (lavis_evlgen/configs/models/*/tiny.yaml): ViT 16 patches + CLS = 17 tokens of width 32; connector width
 # H = 32 with 2 heads (head_dim 16) and FFN 64, 2 layers; LLM width 32.
 N, D_VIT, H, HEAD, FFN, D_LLM = 17, 32, 32, 16, 64, 32
 

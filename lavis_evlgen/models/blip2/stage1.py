@@ -27,7 +27,7 @@ from lavis_evlgen.models.model_types import PluginModelTypes
 
 @registry.register_model("blip2_stage1")
 class Blip2Stage1(PluginModelTypes, Blip2Qformer):
-    """BLIP-2's first stage, LAVIS's class with offline builders (config keys: see configs/models/blip2_stage1)."""
+    """BLIP-2's first stage, LAVIS's class with offline builders (config keys: see lavis_evlgen/configs/models/blip2_stage1)."""
 
     DEFAULT_MODEL_TYPE = "pretrain"
     KEY_MAP = BLIP2_KEYS

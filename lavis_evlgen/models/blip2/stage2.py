@@ -53,7 +53,7 @@ def drop_text_path(qformer: BertLMHeadModel) -> None:
 
 @registry.register_model("blip2_stage2_opt")
 class Blip2Stage2OPT(AnswerByGeneration, PluginModelTypes, Blip2OPT):
-    """BLIP-2 stage 2 with transformers' OPT (config keys: see configs/models/blip2_stage2_opt)."""
+    """BLIP-2 stage 2 with transformers' OPT (config keys: see lavis_evlgen/configs/models/blip2_stage2_opt)."""
 
     LLM_ARCH = "opt"
     KEY_MAP = BLIP2_KEYS
