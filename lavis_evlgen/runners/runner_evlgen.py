@@ -14,7 +14,12 @@ Subclasses LAVIS's RunnerBase and replaces the parts that only work on CUDA or c
 * checkpoints (``lavis_evlgen.common.checkpoint``): trainable weights, optimizer, grad scaler,
   iteration, every rank's data position and RNG states, best metric and the config; written
   atomically every ``run.save_every_iters``, at every inner-epoch end that finds a new best, and at
-  the end; ``run.keep_last_k`` numbered files kept. ``run.resume_ckpt_path`` continues exactly.
+  the end; ``run.keep_last_k`` numbered files kept. ``run.resume_ckpt_path`` continues exactly;
+  ``run.auto_resume`` continues from the job folder's latest readable checkpoint
+  (``lavis_evlgen.runners.resume``), warning about every setting that breaks exactness. A failed save
+  keeps the previous checkpoint and stops the run or goes on (``run.on_save_error: stop|continue``).
+* preemption (``lavis_evlgen.runners.preemption``): SIGTERM or SIGUSR1 ends training after the
+  current optimizer step on every rank, with a checkpoint and exit status 4.
 * robustness: a non-finite loss stops the run naming the step (``run.on_nonfinite_loss: stop``) or
   drops that update (``skip``); ``run.max_grad_norm`` clips the gradient norm (off by default, as in
   the paper); unreadable samples (``batch["n_skipped"]``) are counted over steps and
@@ -40,15 +45,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
 
 import lavis_evlgen.common.lr_schedules  # noqa: F401  registers linear_warmup_cosine_iter_lr
-from lavis_evlgen.common.checkpoint import (CheckpointManager, capture_rng_state, load_checkpoint,
-                                            load_trainable_state_dict, restore_rng_state, seed_all,
-                                            trainable_state_dict)
+from lavis_evlgen.common.checkpoint import (CheckpointManager, CheckpointSaveError, capture_rng_state,
+                                            load_checkpoint, load_trainable_state_dict, restore_rng_state,
+                                            seed_all, trainable_state_dict)
 from lavis_evlgen.common.config_check import ConfigError, optional_number, require
-from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, barrier, broadcast_object
+from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, broadcast_object
 from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
 from lavis_evlgen.common.paths import cache_dir
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.datasets.feature_cache import apply_feature_cache
+from lavis_evlgen.runners.preemption import Preempted, PreemptionWatch
+from lavis_evlgen.runners.resume import run_signature, signature_changes
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader, eval_loader
 from lavis_evlgen.tools.loss_curve import LOSS_LOG
 
@@ -56,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "runner_evlgen/1"
 NONFINITE_POLICIES = ("stop", "skip")
+SAVE_ERROR_POLICIES = ("stop", "continue")
 
 
 _log_file_handler: Optional[logging.Handler] = None
@@ -99,6 +107,9 @@ class RunnerEvlgen(RunnerBase):
         self.last_saved: Optional[str] = None
         self.checkpoints = (CheckpointManager(self.output_dir, int(run.get("keep_last_k", 2)))
                             if is_main_process() else None)
+        self.preemption = PreemptionWatch()
+        self.stop_signal: Optional[str] = None
+        self.pending_validation = False
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -128,6 +139,11 @@ class RunnerEvlgen(RunnerBase):
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
             raise ConfigError(f"run.on_nonfinite_loss: expected one of {list(NONFINITE_POLICIES)}, "
                               f"got '{run.on_nonfinite_loss}'")
+        if run.get("on_save_error", "stop") not in SAVE_ERROR_POLICIES:
+            raise ConfigError(f"run.on_save_error: expected one of {list(SAVE_ERROR_POLICIES)}, "
+                              f"got '{run.on_save_error}'")
+        if not isinstance(run.get("auto_resume", False), bool):
+            raise ConfigError(f"run.auto_resume: expected true or false, got {run.auto_resume!r}")
 
     def setup_output_dir(self) -> None:
         """``run.output_dir/<job_id>`` (relative to the working directory) and its ``result/`` folder."""
@@ -274,22 +290,31 @@ class RunnerEvlgen(RunnerBase):
             return
         # Build every part before restoring RNG states, so that nothing built later draws from them.
         _ = self.model, self.optimizer, self.scaler, self.lr_scheduler, self.train_loader
-        if self.resume_ckpt_path:
-            self.load_training_state(self.resume_ckpt_path)
+        resume = self.resume_point()
+        if resume is not None:
+            self.load_training_state(*resume)
         logger.info("training to iteration %d (from %d); inner epochs of %d iterations, saving every %d, "
                     "%d micro-batch(es) of %d per iteration and process, %d process(es)", self.max_iters,
                     self.iteration, self.iters_per_inner_epoch, self.save_every_iters, self.accum_grad_iters,
                     self.config.run_cfg.batch_size_train, get_world_size())
-        while self.iteration < self.max_iters:
-            end = min((self.iteration // self.iters_per_inner_epoch + 1) * self.iters_per_inner_epoch,
-                      self.max_iters)
-            self.log_stats(self.train_iters(end), "train")
-            is_best = self.validate()
-            if is_best or self.iteration % self.save_every_iters == 0 or self.iteration == self.max_iters:
-                self.save_training_state(is_best)
+        with self.preemption:
+            if self.pending_validation:
+                self.end_inner_epoch()
+            while self.iteration < self.max_iters:
+                end = min((self.iteration // self.iters_per_inner_epoch + 1) * self.iters_per_inner_epoch,
+                          self.max_iters)
+                self.log_stats(self.train_iters(end), "train")
+                self.end_inner_epoch()
         has_best = self.best["path"] is not None
         self.evaluate(cur_epoch="best" if has_best else f"iter{self.iteration}", skip_reload=not has_best)
         logger.info("training time %.1f s", time.time() - start)
+
+    def end_inner_epoch(self) -> None:
+        """Validate, then save if there is a new best, at a saving step, or at the end."""
+        self.pending_validation = False
+        is_best = self.validate()
+        if is_best or self.iteration % self.save_every_iters == 0 or self.iteration == self.max_iters:
+            self.save_training_state(is_best)
 
     def train_iters(self, end: int) -> dict[str, Any]:
         """Run iterations up to ``end``; return the inner epoch's stats (averaged over ranks)."""
@@ -311,6 +336,8 @@ class RunnerEvlgen(RunnerBase):
                 logger.info("iteration %d/%d  loss %s  lr %.3e  %.3f s/it", self.iteration, self.max_iters,
                             "dropped" if loss is None else f"{loss:.4f}", self.optimizer.param_groups[0]["lr"],
                             (time.time() - tic) / (self.iteration - first))
+            if self.stop_signal is not None:
+                self._stop_for_preemption(inner_epoch_done=self.iteration == end)
             if self.iteration % self.save_every_iters == 0 and self.iteration != end:
                 self.save_training_state(is_best=False)
         logger.info("iterations %d-%d: %d unreadable sample(s) skipped over all processes", first + 1, end, skipped)
@@ -345,9 +372,12 @@ class RunnerEvlgen(RunnerBase):
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().float()
-        totals = all_reduce_sum(torch.stack([loss_sum / accum, torch.tensor(float(skipped), device=self.device)]))
+        signalled = torch.tensor([float(skipped), float(self.preemption.requested)], device=self.device)
+        totals = all_reduce_sum(torch.cat([(loss_sum / accum).reshape(1), signalled]))
         mean_loss = totals[0].item() / get_world_size()
         skipped = int(totals[1].item())
+        if totals[2].item() > 0:
+            self.stop_signal = PreemptionWatch.name(self.preemption.received)
         self.iteration += 1
         if not math.isfinite(mean_loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -366,6 +396,19 @@ class RunnerEvlgen(RunnerBase):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return mean_loss, skipped
+
+    def _stop_for_preemption(self, inner_epoch_done: bool) -> None:
+        """After a signalled step: every rank saves with rank 0, logs one line and raises Preempted.
+
+        At an inner epoch's last step the validation is left to the resumed run (``pending_validation``),
+        so the checkpoint is written within the grace period.
+        """
+        self.pending_validation = inner_epoch_done
+        self.save_training_state(is_best=False)
+        checkpoint = str(self.output_dir / "checkpoint_latest.pth")
+        logger.warning("preempted by %s: stopped after iteration %d, checkpoint %s", self.stop_signal,
+                       self.iteration, self.last_saved or "none (the save failed)")
+        raise Preempted(self.stop_signal, checkpoint)
 
     def _nonfinite(self, loss: float) -> None:
         """Stop (NonFiniteLossError naming the step) or log the dropped update, per run.on_nonfinite_loss."""
@@ -438,8 +481,48 @@ class RunnerEvlgen(RunnerBase):
         return model
 
     # ------------------------------------------------------------------ checkpoints
+    def signature(self) -> dict[str, Any]:
+        """What an exact resume needs unchanged (see ``lavis_evlgen.runners.resume``)."""
+        return run_signature(self.config.config, get_world_size(), self.accum_grad_iters)
+
+    def resume_point(self) -> Optional[tuple[str, dict[str, Any]]]:
+        """``run.resume_ckpt_path``, else (``run.auto_resume``) the job folder's newest readable checkpoint.
+
+        Rank 0 chooses the file and every rank reads that one. Returns (path, state), or None to start
+        at iteration 0.
+        """
+        if self.resume_ckpt_path:
+            return self.resume_ckpt_path, load_checkpoint(self.resume_ckpt_path)
+        if not self.config.run_cfg.get("auto_resume", False):
+            return None
+        found, error = None, None
+        if self.checkpoints is not None:
+            try:
+                found = self.checkpoints.newest_readable(check=self._check_format)
+            except RuntimeError as err:
+                error = f"run.auto_resume: {err}"
+        chosen = broadcast_object((str(found[0]) if found else None, error))
+        if chosen[1] is not None:
+            raise RuntimeError(chosen[1])
+        if chosen[0] is None:
+            logger.info("auto_resume: no checkpoint in %s, starting at iteration 0", self.output_dir)
+            return None
+        state = found[1] if found is not None else load_checkpoint(chosen[0])
+        logger.info("auto_resume: resuming from %s (iteration %d)", chosen[0], int(state["iteration"]))
+        return chosen[0], state
+
+    @staticmethod
+    def _check_format(state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a runner_evlgen checkpoint (format {state.get('format')!r}, "
+                             f"expected {CHECKPOINT_FORMAT!r})")
+
     def save_training_state(self, is_best: bool) -> None:
-        """Gather every rank's RNG and data position; rank 0 writes the checkpoint."""
+        """Gather every rank's RNG and data position; rank 0 writes the checkpoint.
+
+        A failed write stops every rank with CheckpointSaveError (``run.on_save_error: stop``, default)
+        or is logged and training goes on (``continue``); the previous checkpoint stays the latest.
+        """
         rng = all_gather_object(capture_rng_state())
         positions = all_gather_object(self.train_loader.state_dict())
         if self.checkpoints is not None:
@@ -454,25 +537,42 @@ class RunnerEvlgen(RunnerBase):
                 "data_position": positions,
                 "rng": rng,
                 "world_size": get_world_size(),
+                "signature": self.signature(),
+                "pending_validation": self.pending_validation,
                 "best": dict(self.best),
                 "config": OmegaConf.to_container(self.config.config, resolve=True),
             }
-            self.checkpoints.save(state, self.iteration, is_best=is_best)
-        self.last_saved = f"{self.output_dir / 'checkpoint_latest.pth'} (iteration {self.iteration})"
-        barrier()
+        error = None
+        if self.checkpoints is not None:
+            try:
+                self.checkpoints.save(state, self.iteration, is_best=is_best)
+            except CheckpointSaveError as err:
+                error = str(err)
+        error = broadcast_object(error)
+        if error is None:
+            self.last_saved = f"{self.output_dir / 'checkpoint_latest.pth'} (iteration {self.iteration})"
+        elif self.config.run_cfg.get("on_save_error", "stop") == "stop":
+            raise CheckpointSaveError(error)
+        else:
+            logger.warning("training goes on without the checkpoint of iteration %d (run.on_save_error=continue)",
+                           self.iteration)
 
-    def load_training_state(self, path: str) -> None:
-        """Continue exactly from a checkpoint written by :meth:`save_training_state`."""
-        state = load_checkpoint(path)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"run.resume_ckpt_path: {path} is not a runner_evlgen checkpoint "
-                             f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    def load_training_state(self, path: str, state: dict[str, Any]) -> None:
+        """Continue exactly from a checkpoint written by :meth:`save_training_state` (read from ``path``)."""
+        try:
+            self._check_format(state)
+        except ValueError as err:
+            raise ValueError(f"run.resume_ckpt_path: {path} is {err}") from err
+        if is_main_process():
+            for line in signature_changes(state.get("signature", {}), self.signature()):
+                logger.warning("%s", line)
         load_trainable_state_dict(self.unwrap_dist_model(self.model), state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best = dict(state["best"])
+        self.pending_validation = bool(state.get("pending_validation", False))
         self.last_saved = f"{path} (iteration {self.iteration})"
         rank, world = get_rank(), get_world_size()
         if state["world_size"] == world:
