@@ -110,6 +110,7 @@ class RunnerEvlgen(RunnerBase):
         self.preemption = PreemptionWatch()
         self.stop_signal: Optional[str] = None
         self.pending_validation = False
+        self.skipped_total = 0
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -327,6 +328,7 @@ class RunnerEvlgen(RunnerBase):
         while self.iteration < end:
             loss, n_skipped = self.train_step()
             skipped += n_skipped
+            self.skipped_total += n_skipped
             if loss is None:
                 nonfinite += 1
             else:
@@ -539,6 +541,7 @@ class RunnerEvlgen(RunnerBase):
                 "world_size": get_world_size(),
                 "signature": self.signature(),
                 "pending_validation": self.pending_validation,
+                "skipped_samples": self.skipped_total,
                 "best": dict(self.best),
                 "config": OmegaConf.to_container(self.config.config, resolve=True),
             }
@@ -573,6 +576,7 @@ class RunnerEvlgen(RunnerBase):
         self.iteration = int(state["iteration"])
         self.best = dict(state["best"])
         self.pending_validation = bool(state.get("pending_validation", False))
+        self.skipped_total = int(state.get("skipped_samples", 0))
         self.last_saved = f"{path} (iteration {self.iteration})"
         rank, world = get_rank(), get_world_size()
         if state["world_size"] == world:
