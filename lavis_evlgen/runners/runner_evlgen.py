@@ -111,6 +111,7 @@ class RunnerEvlgen(RunnerBase):
         self.stop_signal: Optional[str] = None
         self.pending_validation = False
         self.skipped_total = 0
+        self.saved_iteration: Optional[int] = None
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -338,10 +339,10 @@ class RunnerEvlgen(RunnerBase):
                 logger.info("iteration %d/%d  loss %s  lr %.3e  %.3f s/it", self.iteration, self.max_iters,
                             "dropped" if loss is None else f"{loss:.4f}", self.optimizer.param_groups[0]["lr"],
                             (time.time() - tic) / (self.iteration - first))
-            if self.stop_signal is not None:
-                self._stop_for_preemption(inner_epoch_done=self.iteration == end)
             if self.iteration % self.save_every_iters == 0 and self.iteration != end:
                 self.save_training_state(is_best=False)
+            if self.preemption_agreed():
+                self._stop_for_preemption(inner_epoch_done=self.iteration == end)
         logger.info("iterations %d-%d: %d unreadable sample(s) skipped over all processes", first + 1, end, skipped)
         return {"iteration": self.iteration, "loss": sum(losses) / max(len(losses), 1),
                 "lr": self.optimizer.param_groups[0]["lr"], "skipped_samples": skipped,
@@ -374,12 +375,9 @@ class RunnerEvlgen(RunnerBase):
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum += loss.detach().float()
-        signalled = torch.tensor([float(skipped), float(self.preemption.requested)], device=self.device)
-        totals = all_reduce_sum(torch.cat([(loss_sum / accum).reshape(1), signalled]))
+        totals = all_reduce_sum(torch.stack([loss_sum / accum, torch.tensor(float(skipped), device=self.device)]))
         mean_loss = totals[0].item() / get_world_size()
         skipped = int(totals[1].item())
-        if totals[2].item() > 0:
-            self.stop_signal = PreemptionWatch.name(self.preemption.received)
         self.iteration += 1
         if not math.isfinite(mean_loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -399,14 +397,23 @@ class RunnerEvlgen(RunnerBase):
         self.optimizer.zero_grad(set_to_none=True)
         return mean_loss, skipped
 
+    def preemption_agreed(self) -> bool:
+        """Whether any rank has received a preemption signal (one small all-reduce per step)."""
+        signalled = all_reduce_sum(torch.tensor([float(self.preemption.requested)], device=self.device))
+        if signalled.item() > 0:
+            self.stop_signal = PreemptionWatch.name(self.preemption.received)
+        return self.stop_signal is not None
+
     def _stop_for_preemption(self, inner_epoch_done: bool) -> None:
-        """After a signalled step: every rank saves with rank 0, logs one line and raises Preempted.
+        """After a signalled step: every rank saves with rank 0 (unless this step was just saved), one
+        line names the signal and the checkpoint, and Preempted is raised.
 
         At an inner epoch's last step the validation is left to the resumed run (``pending_validation``),
         so the checkpoint is written within the grace period.
         """
         self.pending_validation = inner_epoch_done
-        self.save_training_state(is_best=False)
+        if self.saved_iteration != self.iteration or inner_epoch_done:
+            self.save_training_state(is_best=False)
         checkpoint = str(self.output_dir / "checkpoint_latest.pth")
         logger.warning("preempted by %s: stopped after iteration %d, checkpoint %s", self.stop_signal,
                        self.iteration, self.last_saved or "none (the save failed)")
@@ -554,6 +561,7 @@ class RunnerEvlgen(RunnerBase):
         error = broadcast_object(error)
         if error is None:
             self.last_saved = f"{self.output_dir / 'checkpoint_latest.pth'} (iteration {self.iteration})"
+            self.saved_iteration = self.iteration
         elif self.config.run_cfg.get("on_save_error", "stop") == "stop":
             raise CheckpointSaveError(error)
         else:

@@ -14,8 +14,8 @@ Scenarios (``--scenarios``, default all):
   states matter).
 * ``kill-2proc``: SIGKILL of both gloo processes and their ``torch.distributed.run`` launcher.
 * ``preempt``: SIGTERM or SIGUSR1 (alternating); the run must stop after the current step with exit
-  status 4 and a checkpoint of that step (no step lost); the last fault sends two signals, which must
-  end the process at once (status 128 + signal) and lose nothing already saved.
+  status 4 and a checkpoint of that step (no step lost); the last fault sends SIGTERM and SIGUSR1 at once, which must
+  end the process at once (status 128 + the signal handled second) and lose nothing already saved.
 * ``corrupt``: SIGKILL, then the latest checkpoint is truncated on disk (its numbered hard link too);
   the relaunch must fall back to the newest readable numbered checkpoint.
 * ``broken``: SIGKILL with unreadable images among the training data; the skips are counted.
@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -55,6 +56,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin before any config is read
@@ -72,7 +74,7 @@ RESUMED = re.compile(r"auto_resume: resuming from \S+ \(iteration (\d+)\)")
 # ---------------------------------------------------------------- data
 def write_images(root: Path, n_train: int, broken: int, seed: int) -> dict:
     """Random 32x32 PNGs with two captions each (``broken`` extra files that are not images) and a
-    3-image val split; the ``caption_folder`` dataset config reading them."""
+    3-image val (and test) split; the ``caption_folder`` dataset config reading them."""
     rng, pixels = random.Random(seed), np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     train, val, gt_images, gt_anns = [], [], [], []
@@ -90,13 +92,15 @@ def write_images(root: Path, n_train: int, broken: int, seed: int) -> dict:
         gt_images.append({"id": image_id})
         gt_anns.append({"image_id": image_id, "caption": _caption(rng), "id": len(gt_anns) + 1})
     (root / "train.json").write_text(json.dumps(train))
-    (root / "val.json").write_text(json.dumps(val))
-    (root / "val_gt.json").write_text(json.dumps({"images": gt_images, "annotations": gt_anns}))
+    for split in ("val", "test"):  # caption_folder's defaults name a test split too
+        (root / f"{split}.json").write_text(json.dumps(val))
+        (root / f"{split}_gt.json").write_text(json.dumps({"images": gt_images, "annotations": gt_anns}))
     processor = {"name": "blip_image_train", "image_size": 32}
     return {"caption_folder": {
         "build_info": {"root": str(root), "images": {"storage": "images/"},
                        "annotations": {"train": {"storage": "train.json"},
-                                       "val": {"storage": "val.json", "gt": "val_gt.json"}}},
+                                       "val": {"storage": "val.json", "gt": "val_gt.json"},
+                                       "test": {"storage": "test.json", "gt": "test_gt.json"}}},
         "vis_processor": {"train": processor, "eval": {"name": "blip_image_eval", "image_size": 32}},
         "text_processor": {"train": {"name": "blip_caption"}, "eval": {"name": "blip_caption"}}}}
 
@@ -126,12 +130,16 @@ def write_shards(root: Path, n_shards: int, per_shard: int, seed: int) -> dict:
 def write_videos(root: Path, broken: int, seed: int) -> dict:
     """Generated moving-shape clips (tiny), ``broken`` training videos overwritten with garbage; the
     ``moving_shapes_caption`` dataset config reading them."""
+    from lavis_evlgen.common.paths import config_path
+    from lavis_evlgen.datasets.generate.from_config import data_folder
     from lavis_evlgen.datasets.generate.moving_shapes import generate_moving_shapes
 
     generate = {"seed": seed, "n_train": 6, "n_val": 2, "n_test": 2, "image_size": 32, "num_frames": 4}
-    generate_moving_shapes(root, **generate)
-    videos = sorted(p for p in root.rglob("*.mp4") if "train" in str(p.relative_to(root)))
-    for path in videos[:broken]:
+    defaults = OmegaConf.load(config_path("datasets/moving_shapes_caption/defaults.yaml"))
+    folder = data_folder(OmegaConf.merge(defaults.datasets.moving_shapes_caption.build_info,
+                                         {"root": str(root), "generate": generate}), "videos")
+    generate_moving_shapes(folder, **generate)  # what the builder does on first build; then break some
+    for path in sorted(folder.rglob("train/*.mp4"))[:broken]:
         path.write_bytes(b"not a video")
     processor = {"name": "alpro_video_eval", "image_size": 32, "n_frms": 2}
     return {"moving_shapes_caption": {"build_info": {"root": str(root), "generate": generate},
@@ -187,7 +195,6 @@ class Drill:
         """The scenario's experiment YAML for job folder ``job`` (reference or drill)."""
         root = self.workdir / name
         model = {"arch": "evlgen_opt", "model_type": "tiny"}
-        valid: list[str] = []
         if name == "webdataset":
             datasets, workers, task = write_shards(root / "shards", 2, 8, self.seed), 2, "evlgen_pretrain"
         elif name == "broken-video":
@@ -196,12 +203,11 @@ class Drill:
         else:
             datasets = write_images(root / "data", 4, 2 if name == "broken" else 0, self.seed)
             workers, task = 0, "evlgen_captioning"
-            valid = ["val"] if name == "preempt" else []
         run = {"task": task, "runner": "runner_evlgen", "lr_sched": "linear_warmup_cosine_iter_lr",
                "init_lr": 1e-3, "min_lr": 1e-4, "warmup_lr": 1e-5, "warmup_steps": 2, "weight_decay": 0.05,
                "max_iters": self.iters, "iters_per_inner_epoch": 4, "save_every_iters": 1, "keep_last_k": 3,
                "batch_size_train": 2, "batch_size_eval": 3, "num_workers": workers, "seed": 42,
-               "num_beams": 1, "max_len": 4, "min_len": 1, "train_splits": ["train"], "valid_splits": valid,
+               "num_beams": 1, "max_len": 4, "min_len": 1, "train_splits": ["train"], "valid_splits": [],
                "test_splits": [], "output_dir": str(root / "out"), "job_id": job, "device": "cpu",
                "log_freq": 1, "auto_resume": True}
         path = root / f"{job}.yaml"
@@ -210,7 +216,8 @@ class Drill:
 
     # .............................................................. launching
     def launch(self, cfg: Path, nproc: int, log: Path) -> Any:
-        """Start one training launch writing its output to ``log``; returns a handle for :meth:`wait`."""
+        """Start one training launch writing its output to ``log``; returns a handle for :meth:`poll`."""
+        log.write_text("")
         if nproc == 1:
             pid = os.fork()
             if pid == 0:
@@ -224,6 +231,8 @@ class Drill:
                     torch.set_num_threads(1)
                     os.chdir(cfg.parent)
                     code = launch_main(["--cfg-path", str(cfg)], evaluate_only=False)
+                except BaseException:  # noqa: B036  the forked child must never return into the drill
+                    traceback.print_exc()
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -276,9 +285,7 @@ class Drill:
                     folder = self.job_folder(cfg)
                     saved_before = max([int(m) for m in SAVED.findall(log.read_text(errors="replace"))],
                                        default=-1)
-                    for k, sig in enumerate(fault[1]):
-                        if k:
-                            time.sleep(0.01)
+                    for sig in fault[1]:
                         self.signal_launch(handle, sig)
                     sent = (folder, saved_before)
             time.sleep(0.003)
@@ -300,6 +307,7 @@ class Drill:
         """Reference run, then the faulty run; compare (see module doc)."""
         outcome = Outcome(name)
         nproc = 2 if name == "kill-2proc" else 1
+        shutil.rmtree(self.workdir / name / "out", ignore_errors=True)
         reference_cfg = self.experiment(name, "reference")
         logs = self.workdir / name / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -313,7 +321,8 @@ class Drill:
         for k in range(self.faults + 1):
             fault = None
             if k < self.faults and resumed_at < self.iters - 1:
-                fault = (self.rng.randint(resumed_at + 1, self.iters - 1), self.signals(name, k))
+                span = max((self.iters - 1 - resumed_at) // (self.faults - k), 1)
+                fault = (self.rng.randint(resumed_at + 1, resumed_at + span), self.signals(name, k))
             attempt = self.run_once(cfg, nproc, logs / f"attempt{k}.log", fault)
             if k > 0:
                 found = RESUMED.findall(attempt.log)
@@ -355,8 +364,9 @@ class Drill:
         """The fault of attempt ``k``: SIGKILL, or for ``preempt`` SIGTERM/SIGUSR1 (twice on the last)."""
         if name != "preempt":
             return [signal.SIGKILL]
-        sig = (signal.SIGTERM, signal.SIGUSR1)[k % 2]
-        return [sig, sig] if k == self.faults - 1 else [sig]
+        if k == self.faults - 1:
+            return [signal.SIGTERM, signal.SIGUSR1]  # distinct numbers: both are delivered
+        return [(signal.SIGTERM, signal.SIGUSR1)[k % 2]]
 
     def check_exit(self, outcome: Outcome, attempt: Attempt, k: int, logs: Path) -> None:
         """Preemption: status 4 and the log line for one signal, 128 + signal for two."""
@@ -365,8 +375,9 @@ class Drill:
         sigs = attempt.fault.split("+")
         if len(sigs) == 1 and attempt.code == 0:
             return  # the signal came after the last step: the run had finished
-        expected = EXIT_PREEMPTED if len(sigs) == 1 else 128 + signal.Signals[sigs[0]].value
-        if attempt.code != expected:
+        # Python runs the handlers of two pending signals in numeric order: either one can be the second.
+        expected = {EXIT_PREEMPTED} if len(sigs) == 1 else {128 + signal.Signals[s].value for s in sigs}
+        if attempt.code not in expected:
             outcome.problems.append(f"attempt {k}: exit status {attempt.code} after {attempt.fault}, expected "
                                     f"{expected}: see {logs / f'attempt{k}.log'}")
         if len(sigs) == 1 and f"preempted by {sigs[0]}" not in attempt.log:
