@@ -24,7 +24,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 import numpy as np
 import torch
@@ -40,8 +40,20 @@ _NUMBERED = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` such that ``path`` is never seen half-written."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)`` such that ``path`` is never seen half-written.
+
+    A write error (disk full, quota) surfaces as that OSError: torch's zip writer otherwise replaces it
+    with a RuntimeError about the file position while closing the archive.
+    """
+    def write(f: BinaryIO) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from err
+            raise
+
+    atomic_write(path, write)
 
 
 def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -160,7 +172,7 @@ class CheckpointManager:
         found = []
         for p in self.folder.iterdir():
             m = _NUMBERED.match(p.name)
-            if m:
+            if m and p.is_file():
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
@@ -206,7 +218,7 @@ class CheckpointManager:
             try:
                 state = load_checkpoint(path)
                 check(state)
-            except (RuntimeError, ValueError) as err:
+            except (RuntimeError, ValueError, OSError) as err:
                 logger.warning("cannot resume from %s (%s); trying the newest older checkpoint", path, err)
                 continue
             if path != self.latest_path and self.latest_path.exists():
