@@ -593,6 +593,7 @@ class RunnerEvlgen(RunnerBase):
         else:
             logger.warning("checkpoint written by %d process(es), resuming on %d: the data order and random "
                            "streams continue, but not exactly as an uninterrupted run", state["world_size"], world)
-            self.train_loader.load_state_dict(state["data_position"][0])
+            # Rank 0's sampler position; shard streams start anew (each rank continuing rank 0's would repeat it).
+            self.train_loader.load_state_dict({k: v for k, v in state["data_position"][0].items() if k != "streams"})
             seed_all(int(self.config.run_cfg.get("seed", 42)) + rank + self.iteration)
         logger.info("resumed from %s at iteration %d", path, self.iteration)

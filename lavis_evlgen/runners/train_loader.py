@@ -97,15 +97,20 @@ class ResumableTrainLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Position: data epoch and samples of it this rank has consumed (and, with stream datasets,
-        ``streams``: per logical worker, one state per stream)."""
+        ``streams``: per logical worker, one state per stream; ``stream_workers``: the worker count)."""
         state: dict[str, Any] = {"epoch": self.epoch, "samples": self.batches * self.batch_size}
         if self.streams:
             state["streams"] = dict(self.stream_states)
+            state["stream_workers"] = self.loader.num_workers
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self._restore = {int(w): list(states) for w, states in state.get("streams", {}).items()}
+        if self._restore and state.get("stream_workers") != self.loader.num_workers:
+            logger.warning("the shard streams were saved with run.num_workers=%s, resuming with %d: they start "
+                           "anew instead of continuing", state.get("stream_workers"), self.loader.num_workers)
+            self._restore = {}
         self.batches = int(state["samples"]) // self.batch_size
         if self.batches * self.batch_size != int(state["samples"]):
             logger.warning("resuming at sample %d of epoch %d, not a multiple of the batch size %d: "

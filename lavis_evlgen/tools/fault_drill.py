@@ -27,7 +27,7 @@ The table: faults injected (how many hit a checkpoint write, seen as a left-over
 resumes, the largest parameter difference to the reference at the end, the samples skipped as counted
 by the resumed run and by the reference, and checkpoints lost: faults after which the relaunch resumed
 from an earlier iteration than the last checkpoint completed before the fault (for ``corrupt``: than
-the newest one the truncation left intact). The drill fails (exit status 1) unless every difference is
+the newest one the truncation left readable). The drill fails (exit status 1) unless every difference is
 <= ``--tolerance``, the skip counts agree and no checkpoint is lost.
 
 Single-process runs are forked from this process after the imports (a launch then costs about a
@@ -64,11 +64,14 @@ from lavis_evlgen.common.launch import main as launch_main
 from lavis_evlgen.runners.preemption import EXIT_PREEMPTED
 
 SCENARIOS = ("kill", "kill-2proc", "preempt", "corrupt", "broken", "broken-video", "webdataset")
+DATA = {"kill": "images", "kill-2proc": "images", "preempt": "images", "corrupt": "images",
+        "broken": "broken-images", "broken-video": "videos", "webdataset": "shards"}
 WORDS = ["a", "red", "blue", "cat", "dog", "sits", "runs", "on", "the", "grass", "mat", "small", "big"]
 TRAINING = "training to iteration"
 ITERATION = re.compile(r"iteration (\d+)/\d+  loss")
 SAVED = re.compile(r"saved checkpoint at iteration (\d+)")
 RESUMED = re.compile(r"auto_resume: resuming from \S+ \(iteration (\d+)\)")
+FRESH = "auto_resume: no checkpoint in"
 
 
 # ---------------------------------------------------------------- data
@@ -189,20 +192,28 @@ class Drill:
         self.rng = random.Random(seed)
         self.seed = seed
         self.tolerance = tolerance
+        self.datasets: dict[str, tuple[dict, int, str, dict]] = {}
+        self.references: dict[tuple[str, int], Path] = {}
 
     # .............................................................. configs
-    def experiment(self, name: str, job: str) -> Path:
-        """The scenario's experiment YAML for job folder ``job`` (reference or drill)."""
-        root = self.workdir / name
-        model = {"arch": "evlgen_opt", "model_type": "tiny"}
-        if name == "webdataset":
-            datasets, workers, task = write_shards(root / "shards", 2, 8, self.seed), 2, "evlgen_pretrain"
-        elif name == "broken-video":
-            datasets, workers, task = write_videos(root / "videos", 2, self.seed), 0, "evlgen_captioning"
-            model = {"arch": "evlgen_video_opt", "model_type": "tiny"}
-        else:
-            datasets = write_images(root / "data", 4, 2 if name == "broken" else 0, self.seed)
-            workers, task = 0, "evlgen_captioning"
+    def data(self, kind: str) -> tuple[dict, int, str, dict]:
+        """(datasets config, data-loader workers, task, model) for one kind of data, written once."""
+        if kind not in self.datasets:
+            root = self.workdir / "data" / kind
+            model = {"arch": "evlgen_opt", "model_type": "tiny"}
+            if kind == "shards":
+                self.datasets[kind] = write_shards(root, 2, 8, self.seed), 2, "evlgen_pretrain", model
+            elif kind == "videos":
+                self.datasets[kind] = (write_videos(root, 2, self.seed), 0, "evlgen_captioning",
+                                       {"arch": "evlgen_video_opt", "model_type": "tiny"})
+            else:
+                broken = 2 if kind == "broken-images" else 0
+                self.datasets[kind] = write_images(root, 4, broken, self.seed), 0, "evlgen_captioning", model
+        return self.datasets[kind]
+
+    def experiment(self, name: str, job: str, root: Path) -> Path:
+        """The experiment YAML of scenario ``name`` for the job folder ``root/out/job``."""
+        datasets, workers, task, model = self.data(DATA[name])
         run = {"task": task, "runner": "runner_evlgen", "lr_sched": "linear_warmup_cosine_iter_lr",
                "init_lr": 1e-3, "min_lr": 1e-4, "warmup_lr": 1e-5, "warmup_steps": 2, "weight_decay": 0.05,
                "max_iters": self.iters, "iters_per_inner_epoch": 4, "save_every_iters": 1, "keep_last_k": 3,
@@ -210,6 +221,7 @@ class Drill:
                "num_beams": 1, "max_len": 4, "min_len": 1, "train_splits": ["train"], "valid_splits": [],
                "test_splits": [], "output_dir": str(root / "out"), "job_id": job, "device": "cpu",
                "log_freq": 1, "auto_resume": True}
+        root.mkdir(parents=True, exist_ok=True)
         path = root / f"{job}.yaml"
         path.write_text(yaml.safe_dump({"model": model, "datasets": datasets, "run": run}))
         return path
@@ -308,24 +320,25 @@ class Drill:
         outcome = Outcome(name)
         nproc = 2 if name == "kill-2proc" else 1
         shutil.rmtree(self.workdir / name / "out", ignore_errors=True)
-        reference_cfg = self.experiment(name, "reference")
         logs = self.workdir / name / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        reference = self.run_once(reference_cfg, nproc, logs / "reference.log")
-        if reference.code != 0:
-            outcome.problems.append(f"reference run failed ({reference.code}): see {logs / 'reference.log'}")
+        reference = self.reference(name, nproc)
+        if reference is None:
+            outcome.problems.append(f"reference run failed: see {self.workdir / 'references'}")
             return outcome
-        cfg = self.experiment(name, "drill")
+        cfg = self.experiment(name, "drill", self.workdir / name)
         folder = self.job_folder(cfg)
         resumed_at = 0
         for k in range(self.faults + 1):
             fault = None
             if k < self.faults and resumed_at < self.iters - 1:
-                span = max((self.iters - 1 - resumed_at) // (self.faults - k), 1)
-                fault = (self.rng.randint(resumed_at + 1, resumed_at + span), self.signals(name, k))
+                # corrupt: at least two checkpoints of this attempt exist, so one survives the truncation
+                low = min(resumed_at + (3 if name == "corrupt" else 1), self.iters - 1)
+                span = max((self.iters - 1 - low) // (self.faults - k), 0)
+                fault = (self.rng.randint(low, low + span), self.signals(name, k))
             attempt = self.run_once(cfg, nproc, logs / f"attempt{k}.log", fault)
             if k > 0:
-                found = RESUMED.findall(attempt.log)
+                found = RESUMED.findall(attempt.log) or (["0"] if FRESH in attempt.log else [])
                 if not found:
                     outcome.problems.append(f"attempt {k} did not resume: see {logs / f'attempt{k}.log'}")
                     return outcome
@@ -340,12 +353,10 @@ class Drill:
             outcome.during_saves += attempt.during_save
             self.check_exit(outcome, attempt, k, logs)
             if name == "corrupt":
-                latest = folder / "checkpoint_latest.pth"
-                with open(latest, "r+b") as f:
-                    f.truncate(max(latest.stat().st_size // 3, 1))
+                attempt.saved_before = self.corrupt_latest(folder)
             previous = attempt
-        final, ref = (torch.load(self.job_folder(c) / f"checkpoint_{self.iters}.pth", map_location="cpu",
-                                 weights_only=False) for c in (cfg, reference_cfg))
+        final, ref = (torch.load(path, map_location="cpu", weights_only=False)
+                      for path in (self.job_folder(cfg) / f"checkpoint_{self.iters}.pth", reference))
         outcome.max_difference = max((final["model"][key].double() - ref["model"][key].double()).abs().max().item()
                                      for key in ref["model"])
         outcome.skipped, outcome.skipped_reference = final["skipped_samples"], ref["skipped_samples"]
@@ -360,6 +371,35 @@ class Drill:
             outcome.problems.append(f"{outcome.lost} checkpoint(s) lost")
         return outcome
 
+    @staticmethod
+    def corrupt_latest(folder: Path) -> int:
+        """Truncate ``checkpoint_latest.pth`` in place (its numbered name shares the file); return the
+        iteration of the newest checkpoint still readable, which the relaunch must resume from."""
+        latest = folder / "checkpoint_latest.pth"
+        if latest.exists():
+            with open(latest, "r+b") as f:
+                f.truncate(max(latest.stat().st_size // 3, 1))
+        readable = []
+        for path in folder.glob("checkpoint_*.pth"):
+            try:
+                readable.append(int(torch.load(path, map_location="cpu", weights_only=False)["iteration"]))
+            except Exception:  # noqa: BLE001  any failure to load counts as unreadable
+                continue
+        return max(readable, default=0)
+
+    def reference(self, name: str, nproc: int) -> Optional[Path]:
+        """The final checkpoint of an uninterrupted run on the scenario's data (one run per data and
+        process count), None if that run failed."""
+        key = (DATA[name], nproc)
+        if key not in self.references:
+            root = self.workdir / "references" / f"{key[0]}-{nproc}proc"
+            shutil.rmtree(root / "out", ignore_errors=True)
+            cfg = self.experiment(name, "reference", root)
+            if self.run_once(cfg, nproc, root / "reference.log").code != 0:
+                return None
+            self.references[key] = self.job_folder(cfg) / f"checkpoint_{self.iters}.pth"
+        return self.references[key]
+
     def signals(self, name: str, k: int) -> list[int]:
         """The fault of attempt ``k``: SIGKILL, or for ``preempt`` SIGTERM/SIGUSR1 (twice on the last)."""
         if name != "preempt":
@@ -373,8 +413,8 @@ class Drill:
         if outcome.scenario != "preempt":
             return
         sigs = attempt.fault.split("+")
-        if len(sigs) == 1 and attempt.code == 0:
-            return  # the signal came after the last step: the run had finished
+        if attempt.code == 0:
+            return  # the signals came after the last step: the run had finished
         # Python runs the handlers of two pending signals in numeric order: either one can be the second.
         expected = {EXIT_PREEMPTED} if len(sigs) == 1 else {128 + signal.Signals[s].value for s in sigs}
         if attempt.code not in expected:
@@ -387,10 +427,7 @@ class Drill:
     def check_resume(outcome: Outcome, previous: Attempt, resumed: int, name: str) -> None:
         """Count a lost checkpoint when the relaunch went back further than the fault allows."""
         saved = [int(m) for m in SAVED.findall(previous.log)]
-        if name == "corrupt":
-            intact = [s for s in saved if s < max(saved, default=-1)]
-            floor = max(intact, default=0)
-        elif name == "preempt" and previous.fault and "+" not in previous.fault:
+        if name == "preempt" and previous.fault and "+" not in previous.fault:
             floor = max(saved, default=0)  # the preemption checkpoint itself
         else:
             floor = max(previous.saved_before, 0)

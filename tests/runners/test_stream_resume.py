@@ -97,3 +97,13 @@ def test_mixture_of_two_streams_keeps_one_state_per_source(shards):
     resumed = loader(mixture(), 0)
     resumed.load_state_dict(saved)
     assert head + [summary(next(resumed)) for _ in range(5)] == reference
+
+
+def test_another_worker_count_starts_new_streams_with_a_warning(shards, caplog):
+    first = loader(shard_stream(shards), 0)
+    for _ in range(2):
+        next(first)
+    resumed = loader(shard_stream(shards), 1)
+    resumed.load_state_dict(first.state_dict())
+    assert "saved with run.num_workers=0, resuming with 1: they start anew" in caplog.text
+    assert resumed.state_dict()["samples"] == 8 and summary(next(resumed))[1] >= 0
