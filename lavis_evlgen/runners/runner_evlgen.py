@@ -495,30 +495,33 @@ class RunnerEvlgen(RunnerBase):
         return run_signature(self.config.config, get_world_size(), self.accum_grad_iters)
 
     def resume_point(self) -> Optional[tuple[str, dict[str, Any]]]:
-        """``run.resume_ckpt_path``, else (``run.auto_resume``) the job folder's newest readable checkpoint.
+        """Where training continues from: (path, state), or None to start at iteration 0.
 
-        Rank 0 chooses the file and every rank reads that one. Returns (path, state), or None to start
-        at iteration 0.
+        With ``run.auto_resume``, the job folder's newest readable checkpoint comes first (so that a
+        relaunched job never goes back to an older starting point), then ``run.resume_ckpt_path``.
+        Rank 0 chooses the file and every rank reads that one.
         """
-        if self.resume_ckpt_path:
-            return self.resume_ckpt_path, load_checkpoint(self.resume_ckpt_path)
-        if not self.config.run_cfg.get("auto_resume", False):
-            return None
-        found, error = None, None
-        if self.checkpoints is not None:
-            try:
-                found = self.checkpoints.newest_readable(check=self._check_format)
-            except RuntimeError as err:
-                error = f"run.auto_resume: {err}"
-        chosen = broadcast_object((str(found[0]) if found else None, error))
-        if chosen[1] is not None:
-            raise RuntimeError(chosen[1])
-        if chosen[0] is None:
-            logger.info("auto_resume: no checkpoint in %s, starting at iteration 0", self.output_dir)
-            return None
-        state = found[1] if found is not None else load_checkpoint(chosen[0])
-        logger.info("auto_resume: resuming from %s (iteration %d)", chosen[0], int(state["iteration"]))
-        return chosen[0], state
+        explicit = self.resume_ckpt_path
+        if self.config.run_cfg.get("auto_resume", False):
+            found, error = None, None
+            if self.checkpoints is not None:
+                try:
+                    found = self.checkpoints.newest_readable(check=self._check_format)
+                except RuntimeError as err:
+                    error = f"run.auto_resume: {err}"
+            chosen, error = broadcast_object((str(found[0]) if found else None, error))
+            if error is not None:
+                raise RuntimeError(error)
+            if chosen is not None:
+                state = found[1] if found is not None else load_checkpoint(chosen)
+                logger.info("auto_resume: resuming from %s (iteration %d)%s", chosen, int(state["iteration"]),
+                            f"; run.resume_ckpt_path={explicit} is not used" if explicit else "")
+                return chosen, state
+            logger.info("auto_resume: no checkpoint in %s, %s", self.output_dir,
+                        f"starting from run.resume_ckpt_path={explicit}" if explicit else "starting at iteration 0")
+        if explicit:
+            return explicit, load_checkpoint(explicit)
+        return None
 
     @staticmethod
     def _check_format(state: dict[str, Any]) -> None:
