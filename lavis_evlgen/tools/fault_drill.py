@@ -13,6 +13,8 @@ Scenarios (``--scenarios``, default all):
 * ``kill``: SIGKILL of the training process, map-style images (random crops and flips, so the RNG
   states matter).
 * ``kill-2proc``: SIGKILL of both gloo processes and their ``torch.distributed.run`` launcher.
+* ``preempt-2proc``: SIGTERM to the launcher, which forwards it to both processes: they must stop after
+  the same step with a checkpoint of it.
 * ``preempt``: SIGTERM or SIGUSR1 (alternating); the run must stop after the current step with exit
   status 4 and a checkpoint of that step (no step lost); the last fault sends SIGTERM and SIGUSR1 at once, which must
   end the process at once (status 128 + the signal handled second) and lose nothing already saved.
@@ -63,8 +65,9 @@ import lavis_evlgen  # noqa: F401  registers the plugin before any config is rea
 from lavis_evlgen.common.launch import main as launch_main
 from lavis_evlgen.runners.preemption import EXIT_PREEMPTED
 
-SCENARIOS = ("kill", "kill-2proc", "preempt", "corrupt", "broken", "broken-video", "webdataset")
-DATA = {"kill": "images", "kill-2proc": "images", "preempt": "images", "corrupt": "images",
+SCENARIOS = ("kill", "kill-2proc", "preempt", "preempt-2proc", "corrupt", "broken", "broken-video", "webdataset")
+DATA = {"kill": "images", "kill-2proc": "images", "preempt": "images", "preempt-2proc": "images",
+        "corrupt": "images",
         "broken": "broken-images", "broken-video": "videos", "webdataset": "shards"}
 WORDS = ["a", "red", "blue", "cat", "dog", "sits", "runs", "on", "the", "grass", "mat", "small", "big"]
 TRAINING = "training to iteration"
@@ -318,7 +321,7 @@ class Drill:
     def scenario(self, name: str) -> Outcome:
         """Reference run, then the faulty run; compare (see module doc)."""
         outcome = Outcome(name)
-        nproc = 2 if name == "kill-2proc" else 1
+        nproc = 2 if name.endswith("-2proc") else 1
         shutil.rmtree(self.workdir / name / "out", ignore_errors=True)
         logs = self.workdir / name / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -328,7 +331,7 @@ class Drill:
             return outcome
         cfg = self.experiment(name, "drill", self.workdir / name)
         folder = self.job_folder(cfg)
-        resumed_at = 0
+        resumed_at, previous = 0, Attempt(0, "")
         for k in range(self.faults + 1):
             fault = None
             if k < self.faults and resumed_at < self.iters - 1:
@@ -401,7 +404,10 @@ class Drill:
         return self.references[key]
 
     def signals(self, name: str, k: int) -> list[int]:
-        """The fault of attempt ``k``: SIGKILL, or for ``preempt`` SIGTERM/SIGUSR1 (twice on the last)."""
+        """The fault of attempt ``k``: SIGKILL, for ``preempt`` SIGTERM/SIGUSR1 (both on the last), for
+        ``preempt-2proc`` SIGTERM to the launcher."""
+        if name == "preempt-2proc":
+            return [signal.SIGTERM]
         if name != "preempt":
             return [signal.SIGKILL]
         if k == self.faults - 1:
@@ -409,12 +415,17 @@ class Drill:
         return [(signal.SIGTERM, signal.SIGUSR1)[k % 2]]
 
     def check_exit(self, outcome: Outcome, attempt: Attempt, k: int, logs: Path) -> None:
-        """Preemption: status 4 and the log line for one signal, 128 + signal for two."""
-        if outcome.scenario != "preempt":
+        """Preemption: status 4 and the log line for one signal, 128 + signal for two. Under
+        torch.distributed.run the launcher's own status replaces the workers': only the line counts."""
+        if not outcome.scenario.startswith("preempt"):
             return
         sigs = attempt.fault.split("+")
         if attempt.code == 0:
             return  # the signals came after the last step: the run had finished
+        if outcome.scenario == "preempt-2proc":
+            if "preempted by SIGTERM" not in attempt.log:
+                outcome.problems.append(f"attempt {k}: no 'preempted by SIGTERM' log line (status {attempt.code})")
+            return
         # Python runs the handlers of two pending signals in numeric order: either one can be the second.
         expected = {EXIT_PREEMPTED} if len(sigs) == 1 else {128 + signal.Signals[s].value for s in sigs}
         if attempt.code not in expected:
@@ -427,7 +438,7 @@ class Drill:
     def check_resume(outcome: Outcome, previous: Attempt, resumed: int, name: str) -> None:
         """Count a lost checkpoint when the relaunch went back further than the fault allows."""
         saved = [int(m) for m in SAVED.findall(previous.log)]
-        if name == "preempt" and previous.fault and "+" not in previous.fault:
+        if name.startswith("preempt") and previous.fault and "+" not in previous.fault:
             floor = max(saved, default=0)  # the preemption checkpoint itself
         else:
             floor = max(previous.saved_before, 0)

@@ -12,11 +12,11 @@ import signal
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from lavis_evlgen.common.launch import EXIT_SAVE_FAILED, main
 from lavis_evlgen.runners.preemption import PreemptionWatch
 from lavis_evlgen.runners.resume import job_id_for, run_signature, signature_changes
-from omegaconf import OmegaConf
 from tests.runners.tiny_run import experiment, write_caption_data, write_experiment
 
 

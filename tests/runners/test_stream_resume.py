@@ -20,8 +20,8 @@ from tests.datasets.benchmark_fixtures import write_shards
 
 
 def shard_stream(pattern: str, buffer: int = 6, seed: int = 7, num_samples: int = 24) -> ShardCaptionStream:
-    return ShardCaptionStream(pattern, num_samples=num_samples, vis_processor=lambda im: torch.tensor(im.getpixel((0, 0))),
-                              text_processor=str, shuffle_buffer=buffer, seed=seed, initial_buffer=3)
+    return ShardCaptionStream(pattern, num_samples=num_samples, text_processor=str, shuffle_buffer=buffer, seed=seed,
+                              vis_processor=lambda im: torch.tensor(im.getpixel((0, 0))), initial_buffer=3)
 
 
 def loader(dataset, workers: int) -> ResumableTrainLoader:
