@@ -109,3 +109,33 @@ def test_second_signal_exits_at_once_with_128_plus_the_signal():
     proc.start()
     proc.join(30)
     assert proc.exitcode == 128 + signal.SIGTERM
+
+
+class SignalAt(logging.Handler):
+    """Sends ``sig`` to this process when a log line containing ``text`` is emitted (mid-step)."""
+
+    def __init__(self, text: str, sig: int):
+        super().__init__()
+        self.text, self.sig = text, sig
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            os.kill(os.getpid(), self.sig)
+
+
+def test_preemption_at_an_inner_epoch_end_saves_first_and_leaves_validation_to_the_relaunch(tiny, tmp_path, caplog):
+    handler = SignalAt("iteration 2/4", signal.SIGTERM)
+    logging.getLogger().addHandler(handler)
+    try:
+        code = train(tiny, "run.max_iters=4", "run.iters_per_inner_epoch=2", "run.save_every_iters=4")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    job = tmp_path / "out" / "exp"
+    assert code == 4
+    assert (f"preempted by SIGTERM: stopped after iteration 2, checkpoint {job / 'checkpoint_latest.pth'} "
+            "(iteration 2)") in caplog.text
+    saved = torch.load(job / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 2 and saved["pending_validation"] is True
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored after training
+    assert train(tiny, "run.max_iters=4", "run.iters_per_inner_epoch=2", "run.save_every_iters=4") == 0
+    assert iteration_of(job / "checkpoint_latest.pth") == 4

@@ -1,7 +1,8 @@
 """Image-caption pairs streamed from webdataset tar shards (LAION-115M, CC+SBU), LAVIS LaionDataset style.
 
 Shards are named by brace patterns (``laion/{00000..11499}.tar``, several joined by ``::`` or given as a
-list), drawn with replacement (``ResampledShards``) and their samples shuffled in a buffer. Each sample
+list), drawn with replacement and their samples shuffled in a buffer (as LAVIS's ``ResampledShards`` and
+``shuffle``, with a resumable state of our own, below). Each sample
 is ``<key>.jpg`` (or png / jpeg / webp) plus ``<key>.txt`` or ``<key>.json`` with a ``caption``.
 
 runner_evlgen reads map-style datasets, so :class:`ShardCaptionStream` is one: its length is the
