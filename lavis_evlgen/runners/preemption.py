@@ -1,9 +1,9 @@
 """Graceful preemption: SIGTERM or SIGUSR1 ends training after the current step with a checkpoint.
 
 SLURM (``--signal``, ``scancel``) and Kubernetes send one of these signals some time before they kill a
-job. :class:`PreemptionWatch` records the first one; the runner combines every rank's record in the
-step's all-reduce, so all ranks finish the same optimizer step, rank 0 writes a checkpoint and every
-process leaves with :data:`EXIT_PREEMPTED`. A second signal ends the process at once with status
+job. :class:`PreemptionWatch` records the first one; after every optimizer step (and its periodic save)
+the runner sums every rank's record in a one-number all-reduce, so all ranks stop after the same step,
+rank 0 writes a checkpoint and every process leaves with :data:`EXIT_PREEMPTED`. A second signal ends the process at once with status
 ``128 + signal number`` (the shell's convention for a death by signal), without a checkpoint.
 """
 from __future__ import annotations
