@@ -27,9 +27,9 @@ def test_every_environment_variable_is_in_the_table():
     assert used and used <= env_table(), sorted(used - env_table())
 
 
-def test_one_variable_per_checkpoint_in_the_project_configs():
+def test_one_variable_per_checkpoint_in_the_configs():
     defaults: dict[str, set[str]] = {}
-    for path in (REPO / "projects").rglob("*.yaml"):
+    for path in [*(REPO / "projects").rglob("*.yaml"), *(REPO / "lavis_evlgen" / "configs").rglob("*.yaml")]:
         for var, default in re.findall(r"\$\{oc\.env:(EVLGEN_[A-Z0-9_]+),([^}]+)\}", path.read_text()):
             defaults.setdefault(default, set()).add(var)
     assert defaults and all(len(names) == 1 for names in defaults.values()), defaults

@@ -6,6 +6,14 @@ temporary file in the target folder, flushed and fsynced, then renamed over the 
 complete file, never a partial one. ``checkpoint_latest.pth`` and ``checkpoint_best.pth`` are hard
 links to numbered files (``checkpoint_<iteration>.pth``), swapped in the same atomic way, so they
 survive the pruning of numbered files beyond the last K.
+
+A save that fails (disk full, permission, quota) raises :class:`CheckpointSaveError` after logging
+the path and the free space; the previous ``checkpoint_latest.pth`` stays as it was and nothing is
+pruned. :meth:`CheckpointManager.newest_readable` finds what to resume from: the latest, or, if it is
+unreadable, the newest readable numbered file.
+
+These files hold python and numpy RNG states (tuples, arrays), so they are read with
+``weights_only=False``: only for checkpoints this runner wrote itself, never for files others made.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, Optional
 
 import numpy as np
 import torch
@@ -32,8 +40,20 @@ _NUMBERED = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` such that ``path`` is never seen half-written."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)`` such that ``path`` is never seen half-written.
+
+    A write error (disk full, quota) surfaces as that OSError: torch's zip writer otherwise replaces it
+    with a RuntimeError about the file position while closing the archive.
+    """
+    def write(f: BinaryIO) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from err
+            raise
+
+    atomic_write(path, write)
 
 
 def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -56,8 +76,24 @@ def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     fsync_dir(folder)
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written; the previous ``checkpoint_latest.pth`` is unchanged."""
+
+
+def free_space(folder: str | os.PathLike) -> str:
+    """Free space on ``folder``'s file system, for error messages (``"? (reason)"`` if unknown)."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError as err:
+        return f"? ({err})"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU; a clear error for a missing or unreadable file."""
+    """Read one of this runner's checkpoints onto the CPU; a clear error for a missing or unreadable file.
+
+    ``weights_only=False``: the file holds RNG states (python tuples, numpy state) and was written by
+    :class:`CheckpointManager` of this project; third-party weights go through ``weights_only=True``.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -136,24 +172,59 @@ class CheckpointManager:
         found = []
         for p in self.folder.iterdir():
             m = _NUMBERED.match(p.name)
-            if m:
+            if m and p.is_file():
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
     def save(self, state: dict[str, Any], iteration: int, is_best: bool = False) -> Path:
-        """Write ``checkpoint_<iteration>.pth``, point ``latest`` (and ``best``) at it, prune old ones."""
+        """Write ``checkpoint_<iteration>.pth``, point ``latest`` (and ``best``) at it, prune old ones.
+
+        Raises CheckpointSaveError (logged with the path and the free space) when a write fails; then
+        ``latest`` still names the previous checkpoint and no file is pruned.
+        """
         path = self.folder / f"checkpoint_{iteration}.pth"
-        atomic_save(state, path)
-        atomic_link(path, self.latest_path)
-        if is_best:
-            atomic_link(path, self.best_path)
+        try:
+            atomic_save(state, path)
+            atomic_link(path, self.latest_path)
+            if is_best:
+                atomic_link(path, self.best_path)
+        except OSError as err:
+            message = (f"could not save the checkpoint of iteration {iteration} to {path}: {err}; free space in "
+                       f"{self.folder}: {free_space(self.folder)}; {LATEST} still holds the previous checkpoint")
+            logger.error("%s", message)
+            raise CheckpointSaveError(message) from err
         self._prune()
         logger.info("saved checkpoint at iteration %d to %s%s", iteration, path, " (best)" if is_best else "")
         return path
 
     def _prune(self) -> None:
+        """Delete numbered files beyond the last K; ``latest`` and ``best`` are links, so they survive."""
         numbered = self.numbered()
         excess = len(numbered) - self.keep_last_k
         for _, old in numbered[:max(excess, 0)]:
             old.unlink()
+
+    def newest_readable(self, check: Callable[[dict[str, Any]], None] = lambda state: None
+                        ) -> Optional[tuple[Path, dict[str, Any]]]:
+        """``(path, state)`` of the latest checkpoint, or of the newest readable numbered one if the
+        latest is missing or unreadable (logged as a warning); None when the folder has no checkpoint.
+
+        ``check(state)`` may raise ValueError to reject a file that loads but is not usable.
+        """
+        candidates = [self.latest_path] + [p for _, p in reversed(self.numbered())]
+        for path in candidates:
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path)
+                check(state)
+            except (RuntimeError, ValueError, OSError) as err:
+                logger.warning("cannot resume from %s (%s); trying the newest older checkpoint", path, err)
+                continue
+            if path != self.latest_path and self.latest_path.exists():
+                logger.warning("%s is unreadable: resuming from %s instead", self.latest_path, path)
+            return path, state
+        if any(p.exists() for p in candidates):
+            raise RuntimeError(f"no readable checkpoint in {self.folder}: every checkpoint file failed to load")
+        return None
 

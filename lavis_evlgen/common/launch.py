@@ -3,7 +3,9 @@
 ``--cfg-path X [--options key=value ...]`` -> check the config (clear error naming the key, exit 2)
 -> join torchrun's process group (nccl on GPUs, gloo on CPUs) -> seed -> task, datasets, model ->
 the runner named by ``run.runner`` (default ``runner_evlgen``) -> train, or evaluate the test splits.
-A non-finite loss under ``run.on_nonfinite_loss: stop`` ends the run with exit status 3.
+Exit status: 2 config error, 3 non-finite loss under ``run.on_nonfinite_loss: stop``, 4 preempted
+(SIGTERM/SIGUSR1; checkpoint written, relaunch to continue), 5 a checkpoint could not be written under
+``run.on_save_error: stop``.
 """
 from __future__ import annotations
 
@@ -23,14 +25,17 @@ from lavis.tasks import setup_task
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lavis_evlgen.common.checkpoint import seed_all
+from lavis_evlgen.common.checkpoint import CheckpointSaveError, seed_all
 from lavis_evlgen.common.config_check import DEFAULT_RUNNER, ConfigError, check_config
 from lavis_evlgen.common.distributed import (broadcast_object, describe_process, init_distributed,
                                              shutdown_distributed)
+from lavis_evlgen.runners.preemption import EXIT_PREEMPTED, Preempted
+from lavis_evlgen.runners.resume import job_id_for
 from lavis_evlgen.runners.runner_evlgen import NonFiniteLossError
 
 EXIT_CONFIG_ERROR = 2
 EXIT_NONFINITE_LOSS = 3
+EXIT_SAVE_FAILED = 5
 
 
 def parse_args(argv: Sequence[str], description: str) -> argparse.Namespace:
@@ -66,6 +71,11 @@ def main(argv: Sequence[str], evaluate_only: bool) -> int:
     except NonFiniteLossError as err:
         logging.error("%s", err)
         return EXIT_NONFINITE_LOSS
+    except Preempted:
+        return EXIT_PREEMPTED
+    except CheckpointSaveError as err:
+        logging.error("stopping: %s (run.on_save_error=stop)", err)
+        return EXIT_SAVE_FAILED
     finally:
         shutdown_distributed()
     return 0
@@ -83,7 +93,7 @@ def run(cfg: Config, evaluate_only: bool) -> None:
     seed_all(int(run_cfg.get("seed", 42)) + get_rank())
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    job_id = str(run_cfg.get("job_id") or broadcast_object(datetime.now().strftime("%Y%m%d%H%M%S")))
+    job_id = job_id_for(run_cfg, cfg.args.cfg_path, broadcast_object(datetime.now().strftime("%Y%m%d%H%M%S")))
     cfg.pretty_print()
     task = setup_task(cfg)
     datasets = task.build_datasets(cfg)

@@ -95,12 +95,17 @@ class RatioTrainLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Each dataset's stream position (the picks themselves are recomputed)."""
-        return {"streams": {name: loader.state_dict() for name, loader in self.loaders.items()}}
+        return {"datasets": {name: loader.state_dict() for name, loader in self.loaders.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        streams = state.get("streams")
-        if streams is None or set(streams) != set(self.loaders):
-            raise ValueError(f"run.resume_ckpt_path: the checkpoint's data position {sorted(streams or state)} does "
+        positions = state.get("datasets")
+        if positions is None or set(positions) != set(self.loaders):
+            raise ValueError(f"run.resume_ckpt_path: the checkpoint's data position {sorted(positions or state)} does "
                              f"not match the ratio-mixed datasets {sorted(self.loaders)}")
-        for name, position in streams.items():
+        for name, position in positions.items():
             self.loaders[name].load_state_dict(position)
+
+    @staticmethod
+    def portable(state: Mapping[str, Any]) -> dict[str, Any]:
+        """``state`` for another world size: each dataset's :meth:`ResumableTrainLoader.portable` position."""
+        return {"datasets": {name: ResumableTrainLoader.portable(p) for name, p in state["datasets"].items()}}

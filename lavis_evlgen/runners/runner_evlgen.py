@@ -20,7 +20,12 @@ Subclasses LAVIS's RunnerBase and replaces the parts that only work on CUDA or c
 * checkpoints (``lavis_evlgen.common.checkpoint``): trainable weights, optimizer, grad scaler,
   iteration, every rank's data position and RNG states, best metric and the config; written
   atomically every ``run.save_every_iters``, at every inner-epoch end that finds a new best, and at
-  the end; ``run.keep_last_k`` numbered files kept. ``run.resume_ckpt_path`` continues exactly.
+  the end; ``run.keep_last_k`` numbered files kept. ``run.resume_ckpt_path`` continues exactly;
+  ``run.auto_resume`` continues from the job folder's latest readable checkpoint
+  (``lavis_evlgen.runners.resume``), warning about every setting that breaks exactness. A failed save
+  keeps the previous checkpoint and stops the run or goes on (``run.on_save_error: stop|continue``).
+* preemption (``lavis_evlgen.runners.preemption``): SIGTERM or SIGUSR1 ends training after the
+  current optimizer step on every rank, with a checkpoint and exit status 4.
 * robustness: a non-finite loss stops the run naming the step (``run.on_nonfinite_loss: stop``) or
   drops that update (``skip``); ``run.max_grad_norm`` clips the gradient norm (off by default, as in
   the paper); unreadable samples (``batch["n_skipped"]``) are counted over steps and
@@ -46,11 +51,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
 
 import lavis_evlgen.common.lr_schedules  # noqa: F401  registers linear_warmup_cosine_iter_lr
-from lavis_evlgen.common.checkpoint import (CheckpointManager, capture_rng_state, load_checkpoint,
-                                            load_trainable_state_dict, restore_rng_state, seed_all,
-                                            trainable_state_dict)
+from lavis_evlgen.common.checkpoint import (CheckpointManager, CheckpointSaveError, capture_rng_state,
+                                            load_checkpoint, load_trainable_state_dict, restore_rng_state,
+                                            seed_all, trainable_state_dict)
 from lavis_evlgen.common.config_check import ConfigError, optional_number, require
-from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, barrier, broadcast_object
+from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, broadcast_object
 from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
 from lavis_evlgen.common.paths import cache_dir
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
@@ -58,6 +63,8 @@ from lavis_evlgen.datasets.feature_cache import apply_feature_cache
 from lavis_evlgen.runners.tracking import build_tracker, check_report_to
 from lavis_evlgen.runners.global_batch import accumulation_steps, check_global_batch
 from lavis_evlgen.runners.ratio_loader import RatioTrainLoader, read_ratios
+from lavis_evlgen.runners.preemption import Preempted, PreemptionWatch
+from lavis_evlgen.runners.resume import run_signature, signature_changes
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader, eval_loader
 from lavis_evlgen.tools.loss_curve import LOSS_LOG
 
@@ -65,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "runner_evlgen/1"
 NONFINITE_POLICIES = ("stop", "skip")
+SAVE_ERROR_POLICIES = ("stop", "continue")
 
 
 _log_file_handler: Optional[logging.Handler] = None
@@ -117,6 +125,11 @@ class RunnerEvlgen(RunnerBase):
                         int(run.batch_size_train) * get_world_size() * self._accum_grad_iters,
                         int(run.batch_size_train), get_world_size(), self._accum_grad_iters,
                         " (derived from run.global_batch_size)" if run.get("global_batch_size") else "")
+        self.preemption = PreemptionWatch()
+        self.stop_signal: Optional[str] = None
+        self.pending_validation = False
+        self.skipped_total = 0
+        self.saved_iteration: Optional[int] = None
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -151,6 +164,11 @@ class RunnerEvlgen(RunnerBase):
         if run.get("on_nonfinite_loss", "stop") not in NONFINITE_POLICIES:
             raise ConfigError(f"run.on_nonfinite_loss: expected one of {list(NONFINITE_POLICIES)}, "
                               f"got '{run.on_nonfinite_loss}'")
+        if run.get("on_save_error", "stop") not in SAVE_ERROR_POLICIES:
+            raise ConfigError(f"run.on_save_error: expected one of {list(SAVE_ERROR_POLICIES)}, "
+                              f"got '{run.on_save_error}'")
+        if not isinstance(run.get("auto_resume", False), bool):
+            raise ConfigError(f"run.auto_resume: expected true or false, got {run.auto_resume!r}")
 
     def setup_output_dir(self) -> None:
         """``run.output_dir/<job_id>`` (relative to the working directory) and its ``result/`` folder."""
@@ -319,23 +337,32 @@ class RunnerEvlgen(RunnerBase):
             return
         # Build every part before restoring RNG states, so that nothing built later draws from them.
         _ = self.model, self.optimizer, self.scaler, self.lr_scheduler, self.train_loader
-        if self.resume_ckpt_path:
-            self.load_training_state(self.resume_ckpt_path)
+        resume = self.resume_point()
+        if resume is not None:
+            self.load_training_state(*resume)
         logger.info("training to iteration %d (from %d); inner epochs of %d iterations, saving every %d, "
                     "%d micro-batch(es) of %d per iteration and process, %d process(es)", self.max_iters,
                     self.iteration, self.iters_per_inner_epoch, self.save_every_iters, self.accum_grad_iters,
                     self.config.run_cfg.batch_size_train, get_world_size())
-        while self.iteration < self.max_iters:
-            end = min((self.iteration // self.iters_per_inner_epoch + 1) * self.iters_per_inner_epoch,
-                      self.max_iters)
-            self.log_stats(self.train_iters(end), "train")
-            is_best = self.validate()
-            if is_best or self.iteration % self.save_every_iters == 0 or self.iteration == self.max_iters:
-                self.save_training_state(is_best)
+        with self.preemption:
+            if self.pending_validation:
+                self.end_inner_epoch()
+            while self.iteration < self.max_iters:
+                end = min((self.iteration // self.iters_per_inner_epoch + 1) * self.iters_per_inner_epoch,
+                          self.max_iters)
+                self.log_stats(self.train_iters(end), "train")
+                self.end_inner_epoch()
         has_best = self.best["path"] is not None
         self.evaluate(cur_epoch="best" if has_best else f"iter{self.iteration}", skip_reload=not has_best)
         logger.info("training time %.1f s", time.time() - start)
         self.tracker.close()
+
+    def end_inner_epoch(self) -> None:
+        """Validate, then save if there is a new best, at a saving step, or at the end."""
+        self.pending_validation = False
+        is_best = self.validate()
+        if is_best or self.iteration % self.save_every_iters == 0 or self.iteration == self.max_iters:
+            self.save_training_state(is_best)
 
     def train_iters(self, end: int) -> dict[str, Any]:
         """Run iterations up to ``end``; return the inner epoch's stats (averaged over ranks)."""
@@ -351,6 +378,7 @@ class RunnerEvlgen(RunnerBase):
             loss, n_skipped = self.train_step()
             step_seconds = time.time() - step_start
             skipped += n_skipped
+            self.skipped_total += n_skipped
             if loss is None:
                 nonfinite += 1
             else:
@@ -367,6 +395,8 @@ class RunnerEvlgen(RunnerBase):
                             per_iter, _duration(per_iter * (self.max_iters - self.iteration)))
             if self.iteration % self.save_every_iters == 0 and self.iteration != end:
                 self.save_training_state(is_best=False)
+            if self.preemption_agreed():
+                self._stop_for_preemption(inner_epoch_done=self.iteration == end)
         logger.info("iterations %d-%d: %d unreadable sample(s) skipped over all processes", first + 1, end, skipped)
         return {"iteration": self.iteration, "loss": sum(losses) / max(len(losses), 1),
                 "lr": self.optimizer.param_groups[0]["lr"], "skipped_samples": skipped,
@@ -422,6 +452,28 @@ class RunnerEvlgen(RunnerBase):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return mean_loss, skipped
+
+    def preemption_agreed(self) -> bool:
+        """Whether any rank has received a preemption signal (one small all-reduce per step)."""
+        signalled = all_reduce_sum(torch.tensor([float(self.preemption.requested)], device=self.device))
+        if signalled.item() > 0:
+            self.stop_signal = PreemptionWatch.name(self.preemption.received)
+        return self.stop_signal is not None
+
+    def _stop_for_preemption(self, inner_epoch_done: bool) -> None:
+        """After a signalled step: every rank saves with rank 0 (unless this step was just saved), one
+        line names the signal and the checkpoint, and Preempted is raised.
+
+        At an inner epoch's last step the validation is left to the resumed run (``pending_validation``),
+        so the checkpoint is written within the grace period.
+        """
+        self.pending_validation = inner_epoch_done
+        if self.saved_iteration != self.iteration or inner_epoch_done:
+            self.save_training_state(is_best=False)
+        checkpoint = str(self.output_dir / "checkpoint_latest.pth")
+        logger.warning("preempted by %s: stopped after iteration %d, checkpoint %s", self.stop_signal,
+                       self.iteration, self.last_saved or "none (the save failed)")
+        raise Preempted(self.stop_signal, checkpoint)
 
     def _nonfinite(self, loss: float) -> None:
         """Stop (NonFiniteLossError naming the step) or log the dropped update, per run.on_nonfinite_loss."""
@@ -500,8 +552,51 @@ class RunnerEvlgen(RunnerBase):
         return model
 
     # ------------------------------------------------------------------ checkpoints
+    def signature(self) -> dict[str, Any]:
+        """What an exact resume needs unchanged (see ``lavis_evlgen.runners.resume``)."""
+        return run_signature(self.config.config, get_world_size(), self.accum_grad_iters)
+
+    def resume_point(self) -> Optional[tuple[str, dict[str, Any]]]:
+        """Where training continues from: (path, state), or None to start at iteration 0.
+
+        With ``run.auto_resume``, the job folder's newest readable checkpoint comes first (so that a
+        relaunched job never goes back to an older starting point), then ``run.resume_ckpt_path``.
+        Rank 0 chooses the file and every rank reads that one.
+        """
+        explicit = self.resume_ckpt_path
+        if self.config.run_cfg.get("auto_resume", False):
+            found, error = None, None
+            if self.checkpoints is not None:
+                try:
+                    found = self.checkpoints.newest_readable(check=self._check_format)
+                except RuntimeError as err:
+                    error = f"run.auto_resume: {err}"
+            chosen, error = broadcast_object((str(found[0]) if found else None, error))
+            if error is not None:
+                raise RuntimeError(error)
+            if chosen is not None:
+                state = found[1] if found is not None else load_checkpoint(chosen)
+                logger.info("auto_resume: resuming from %s (iteration %d)%s", chosen, int(state["iteration"]),
+                            f"; run.resume_ckpt_path={explicit} is not used" if explicit else "")
+                return chosen, state
+            logger.info("auto_resume: no checkpoint in %s, %s", self.output_dir,
+                        f"starting from run.resume_ckpt_path={explicit}" if explicit else "starting at iteration 0")
+        if explicit:
+            return explicit, load_checkpoint(explicit)
+        return None
+
+    @staticmethod
+    def _check_format(state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a runner_evlgen checkpoint (format {state.get('format')!r}, "
+                             f"expected {CHECKPOINT_FORMAT!r})")
+
     def save_training_state(self, is_best: bool) -> None:
-        """Gather every rank's RNG and data position; rank 0 writes the checkpoint."""
+        """Gather every rank's RNG and data position; rank 0 writes the checkpoint.
+
+        A failed write stops every rank with CheckpointSaveError (``run.on_save_error: stop``, default)
+        or is logged and training goes on (``continue``); the previous checkpoint stays the latest.
+        """
         rng = all_gather_object(capture_rng_state())
         positions = all_gather_object(self.train_loader.state_dict())
         if self.checkpoints is not None:
@@ -516,25 +611,45 @@ class RunnerEvlgen(RunnerBase):
                 "data_position": positions,
                 "rng": rng,
                 "world_size": get_world_size(),
+                "signature": self.signature(),
+                "pending_validation": self.pending_validation,
+                "skipped_samples": self.skipped_total,
                 "best": dict(self.best),
                 "config": OmegaConf.to_container(self.config.config, resolve=True),
             }
-            self.checkpoints.save(state, self.iteration, is_best=is_best)
-        self.last_saved = f"{self.output_dir / 'checkpoint_latest.pth'} (iteration {self.iteration})"
-        barrier()
+        error = None
+        if self.checkpoints is not None:
+            try:
+                self.checkpoints.save(state, self.iteration, is_best=is_best)
+            except CheckpointSaveError as err:
+                error = str(err)
+        error = broadcast_object(error)
+        if error is None:
+            self.last_saved = f"{self.output_dir / 'checkpoint_latest.pth'} (iteration {self.iteration})"
+            self.saved_iteration = self.iteration
+        elif self.config.run_cfg.get("on_save_error", "stop") == "stop":
+            raise CheckpointSaveError(error)
+        else:
+            logger.warning("training goes on without the checkpoint of iteration %d (run.on_save_error=continue)",
+                           self.iteration)
 
-    def load_training_state(self, path: str) -> None:
-        """Continue exactly from a checkpoint written by :meth:`save_training_state`."""
-        state = load_checkpoint(path)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"run.resume_ckpt_path: {path} is not a runner_evlgen checkpoint "
-                             f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    def load_training_state(self, path: str, state: dict[str, Any]) -> None:
+        """Continue exactly from a checkpoint written by :meth:`save_training_state` (read from ``path``)."""
+        try:
+            self._check_format(state)
+        except ValueError as err:
+            raise ValueError(f"run.resume_ckpt_path: {path} is {err}") from err
+        if is_main_process():
+            for line in signature_changes(state.get("signature", {}), self.signature()):
+                logger.warning("%s", line)
         load_trainable_state_dict(self.unwrap_dist_model(self.model), state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best = dict(state["best"])
+        self.pending_validation = bool(state.get("pending_validation", False))
+        self.skipped_total = int(state.get("skipped_samples", 0))
         self.last_saved = f"{path} (iteration {self.iteration})"
         rank, world = get_rank(), get_world_size()
         if state["world_size"] == world:
@@ -543,7 +658,8 @@ class RunnerEvlgen(RunnerBase):
         else:
             logger.warning("checkpoint written by %d process(es), resuming on %d: the data order and random "
                            "streams continue, but not exactly as an uninterrupted run", state["world_size"], world)
-            self.train_loader.load_state_dict(state["data_position"][0])
+            # Rank 0's sampler position; shard streams start anew (each rank continuing rank 0's would repeat it).
+            self.train_loader.load_state_dict(self.train_loader.portable(state["data_position"][0]))
             seed_all(int(self.config.run_cfg.get("seed", 42)) + rank + self.iteration)
         logger.info("resumed from %s at iteration %d", path, self.iteration)
 

@@ -1,10 +1,13 @@
 """Atomic checkpoint writes, retention, trainable-only state dicts and RNG capture."""
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
 import random
+import resource
+import signal
 
 import numpy as np
 import pytest
@@ -134,3 +137,56 @@ def test_rng_state_round_trip():
     second = (random.random(), np.random.rand(), torch.rand(3))
     assert first[0] == second[0] and first[1] == second[1]
     assert torch.equal(first[2], second[2])
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """A real write failure: the kernel refuses to grow any file past ``limit`` bytes (EFBIG), as on a full
+    disk or an exhausted quota; SIGXFSZ is ignored so that the write raises instead of killing pytest."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def big_state(iteration: int) -> dict:
+    return {"iteration": iteration, "weights": torch.full((200_000,), float(iteration))}
+
+
+def test_failed_save_keeps_previous_latest_logs_path_and_free_space_and_prunes_nothing(tmp_path, caplog):
+    manager = CheckpointManager(tmp_path, keep_last_k=1)
+    manager.save(state(1), 1)
+    with file_size_limit(100_000), pytest.raises(ckpt.CheckpointSaveError) as failure:
+        manager.save(big_state(2), 2)
+    message = str(failure.value)
+    assert str(tmp_path / "checkpoint_2.pth") in message and "free space in" in message and "MiB" in message
+    assert any(r.levelname == "ERROR" and "checkpoint_2.pth" in r.getMessage() for r in caplog.records)
+    assert load_checkpoint(manager.latest_path)["iteration"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_1.pth", "checkpoint_latest.pth"]  # no half file, no prune
+    manager.save(state(3), 3)  # the disk has room again
+    assert [it for it, _ in manager.numbered()] == [3]
+
+
+def test_newest_readable_falls_back_past_unreadable_files(tmp_path, caplog):
+    manager = CheckpointManager(tmp_path, keep_last_k=3)
+    assert manager.newest_readable() is None
+    for it in (1, 2, 3):
+        manager.save(state(it), it)
+    path, loaded = manager.newest_readable()
+    assert path == manager.latest_path and loaded["iteration"] == 3
+    with open(manager.latest_path, "r+b") as f:  # bit rot hits the file: both its names
+        f.truncate(100)
+    path, loaded = manager.newest_readable()
+    assert path.name == "checkpoint_2.pth" and loaded["iteration"] == 2
+    assert "is unreadable: resuming from" in caplog.text
+    path, _ = manager.newest_readable(check=lambda s: (_ for _ in ()).throw(ValueError("wrong format"))
+                                      if s["iteration"] == 2 else None)
+    assert path.name == "checkpoint_1.pth"
+    for p in tmp_path.iterdir():
+        p.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="no readable checkpoint"):
+        manager.newest_readable()

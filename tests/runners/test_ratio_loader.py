@@ -96,7 +96,7 @@ def test_n_steps_stop_resume_n_more_equals_2n_straight(accum):
     first = mixture(OPT_RATIOS)
     run_steps(first, 0, 20, accum)
     state = first.state_dict()
-    assert set(state) == {"streams"} and set(state["streams"]) == set(OPT_RATIOS)
+    assert set(state) == {"datasets"} and set(state["datasets"]) == set(OPT_RATIOS)
     resumed = mixture(OPT_RATIOS)
     resumed.load_state_dict(state)
     rest = run_steps(resumed, 20, 20, accum)

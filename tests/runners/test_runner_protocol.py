@@ -51,7 +51,7 @@ def test_ratio_mixed_training_resumes_exactly_with_derived_accumulation(tmp_path
     assert max_difference(checkpoint_params(end_full), checkpoint_params(out / "checkpoint_3.pth")) > 1e-4
     assert max_difference(checkpoint_params(end_full), checkpoint_params(end_resumed)) <= 1e-6
     a, b = (torch.load(p, weights_only=False)["data_position"] for p in (end_full, end_resumed))
-    assert a == b and set(a[0]["streams"]) == set(RATIOS)
+    assert a == b and set(a[0]["datasets"]) == set(RATIOS)
 
 
 @pytest.mark.parametrize("global_batch, accepted", [(6, False), (4, True)])
