@@ -111,6 +111,8 @@ class ResumableTrainLoader:
             logger.warning("the shard streams were saved with run.num_workers=%s, resuming with %d: they start "
                            "anew instead of continuing", state.get("stream_workers"), self.loader.num_workers)
             self._restore = {}
+        # Saved again as they are if this stream is not read before the next save (a ratio mixture's other sources).
+        self.stream_states = dict(self._restore)
         self.batches = int(state["samples"]) // self.batch_size
         if self.batches * self.batch_size != int(state["samples"]):
             logger.warning("resuming at sample %d of epoch %d, not a multiple of the batch size %d: "

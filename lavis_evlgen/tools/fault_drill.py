@@ -22,8 +22,9 @@ Scenarios (``--scenarios``, default all):
   the relaunch must fall back to the newest readable numbered checkpoint.
 * ``broken``: SIGKILL with unreadable images among the training data; the skips are counted.
 * ``broken-video``: the same with unreadable videos (tiny video model, generated clips).
-* ``webdataset``: SIGKILL while training on webdataset tar shards (two data-loader workers, corrupt
-  images inside the shards): the shard streams resume exactly.
+* ``webdataset``: SIGKILL while training on a mixture of two webdataset shard sets drawn 3 : 1
+  (``run.train_dataset_ratios``, two data-loader workers, corrupt images inside the shards): the
+  mixture's picks and every shard stream resume exactly.
 
 The table: faults injected (how many hit a checkpoint write, seen as a left-over temporary file),
 resumes, the largest parameter difference to the reference at the end, the samples skipped as counted
@@ -69,6 +70,7 @@ SCENARIOS = ("kill", "kill-2proc", "preempt", "preempt-2proc", "corrupt", "broke
 DATA = {"kill": "images", "kill-2proc": "images", "preempt": "images", "preempt-2proc": "images",
         "corrupt": "images",
         "broken": "broken-images", "broken-video": "videos", "webdataset": "shards"}
+SHARD_RATIOS = {"laion115M": 3, "ccs14M": 1}
 WORDS = ["a", "red", "blue", "cat", "dog", "sits", "runs", "on", "the", "grass", "mat", "small", "big"]
 TRAINING = "training to iteration"
 ITERATION = re.compile(r"iteration (\d+)/\d+  loss")
@@ -111,9 +113,9 @@ def write_images(root: Path, n_train: int, broken: int, seed: int) -> dict:
         "text_processor": {"train": {"name": "blip_caption"}, "eval": {"name": "blip_caption"}}}}
 
 
-def write_shards(root: Path, n_shards: int, per_shard: int, seed: int) -> dict:
+def write_shards(root: Path, n_shards: int, per_shard: int, seed: int, builder: str = "laion115M") -> dict:
     """``n_shards`` tar shards of jpg + txt samples, the last of each shard a corrupt image; the
-    ``laion115M`` dataset config reading them."""
+    ``builder`` (``laion115M`` or ``ccs14M``) dataset config reading them."""
     rng, pixels = random.Random(seed), np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for s in range(n_shards):
@@ -126,7 +128,7 @@ def write_shards(root: Path, n_shards: int, per_shard: int, seed: int) -> dict:
                     info = tarfile.TarInfo(f"{s:05d}{k:04d}.{suffix}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-    return {"laion115M": {
+    return {builder: {
         "build_info": {"root": str(root), "shards": f"{{00000..{n_shards - 1:05d}}}.tar",
                        "num_samples": n_shards * per_shard, "shuffle_buffer": 6, "seed": seed},
         "vis_processor": {"train": {"name": "blip_image_train", "image_size": 32}},
@@ -205,7 +207,9 @@ class Drill:
             root = self.workdir / "data" / kind
             model = {"arch": "evlgen_opt", "model_type": "tiny"}
             if kind == "shards":
-                self.datasets[kind] = write_shards(root, 2, 8, self.seed), 2, "evlgen_pretrain", model
+                mixture = {**write_shards(root / "laion", 2, 4, self.seed),
+                           **write_shards(root / "ccs", 2, 4, self.seed + 1, builder="ccs14M")}
+                self.datasets[kind] = mixture, 2, "evlgen_captioning", model
             elif kind == "videos":
                 self.datasets[kind] = (write_videos(root, 2, self.seed), 0, "evlgen_captioning",
                                        {"arch": "evlgen_video_opt", "model_type": "tiny"})
@@ -224,6 +228,8 @@ class Drill:
                "num_beams": 1, "max_len": 4, "min_len": 1, "train_splits": ["train"], "valid_splits": [],
                "test_splits": [], "output_dir": str(root / "out"), "job_id": job, "device": "cpu",
                "log_freq": 1, "auto_resume": True}
+        if DATA[name] == "shards":
+            run["train_dataset_ratios"] = dict(SHARD_RATIOS)
         root.mkdir(parents=True, exist_ok=True)
         path = root / f"{job}.yaml"
         path.write_text(yaml.safe_dump({"model": model, "datasets": datasets, "run": run}))

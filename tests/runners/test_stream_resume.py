@@ -98,6 +98,9 @@ def test_ratio_mixture_of_two_streams_keeps_one_state_per_source(shards):
     resumed = mixture()
     resumed.load_state_dict(saved)
     assert head + take(resumed, range(4, 9)) == reference
+    untouched = mixture()
+    untouched.load_state_dict(saved)
+    assert untouched.state_dict() == saved  # a source not read before the next save keeps its position
     portable = RatioTrainLoader.portable(saved)
     assert {name: set(p) for name, p in portable["datasets"].items()} == {"a": {"epoch", "samples"},
                                                                           "b": {"epoch", "samples"}}
