@@ -346,3 +346,27 @@ def test_blip2_eval_configs_evaluate_as_evlgens_do(benchmark):
         {k: v for k, v in evlgen.run.items() if k not in differ}
     assert {p.stem for p in BLIP2_REPRO_EVAL.glob("*.yaml")} == {f"{b}_opt2.7b" for b in
                                                                 ("coco", "flickr30k", "nocaps", "vqav2", "okvqa", "gqa")}
+
+
+def test_blip2_gqa_config_evaluates_a_stage2_checkpoint_end_to_end(tmp_path, monkeypatch):
+    """projects/blip2_repro/eval/gqa_opt2.7b.yaml's data and run sections as they are, on a tiny stage-2 run."""
+    import json
+
+    from lavis_evlgen.common.launch import main
+    from tests.datasets.benchmark_fixtures import write_gqa
+
+    answers = write_gqa(tmp_path / "data")
+    monkeypatch.setenv("EVLGEN_DATA", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "stage2.pth"
+    torch.save({"model": trainable_state_dict(tiny("blip2_stage2_opt")), "epoch": 1}, checkpoint)
+    cfg = OmegaConf.load(BLIP2_REPRO_EVAL / "gqa_opt2.7b.yaml")
+    cfg.model = {"arch": "blip2_stage2_opt", "model_type": "tiny", "pretrained": str(checkpoint)}
+    cfg_path = tmp_path / "gqa.yaml"
+    cfg_path.write_text(OmegaConf.to_yaml(cfg))
+    options = ["datasets.evlgen_gqa.vis_processor.eval.image_size=32", "run.device=cpu", "run.num_workers=0",
+               "run.batch_size_eval=2", "run.num_beams=1", "run.max_len=3", f"run.output_dir={tmp_path / 'out'}"]
+    assert main(["--cfg-path", str(cfg_path), "--options", *options], evaluate_only=True) == 0
+    job = tmp_path / "out/blip2_gqa_opt2.7b"
+    scores = json.loads((job / "evaluate.txt").read_text().splitlines()[-1])["testdev"]
+    assert scores["questions_scored"] == len(answers) - 1  # one image is unreadable

@@ -44,3 +44,29 @@ def test_bad_num_layers_names_the_key(bad):
 def test_unknown_encoder_lists_the_registered_ones():
     with pytest.raises(ValueError, match="model.vision.name: unknown vision encoder 'vit_xyz'.*dinov2"):
         build_vision_encoder(OmegaConf.create({"name": "vit_xyz"}))
+
+
+def _clip_l(**settings):
+    return build_vision_encoder(OmegaConf.create({"name": "clip_L", "weights": None, "image_size": 56, **settings}))
+
+
+def test_clip_l_depth_is_required_and_weights_must_cover_the_encoder(tmp_path):
+    """CLIP-L's depth is a config value (authors' fork: 23 blocks, LAVIS 1.0.2: 21); weights are read safely,
+    the file's further blocks are left out, a tensor the encoder lacks in the file is an error."""
+    with pytest.raises(ValueError, match="model.vision.depth"):
+        _clip_l()
+    torch.manual_seed(0)
+    source = _clip_l(depth=2)
+    assert len(source.transformer.resblocks) == 2
+    state = source.state_dict()
+    torch.manual_seed(1)
+    deeper = _clip_l(depth=3).state_dict()
+    state.update({k: v for k, v in deeper.items() if k.startswith("transformer.resblocks.2.")})
+    torch.save(state, tmp_path / "clip.pth")
+    loaded = _clip_l(depth=2, weights=str(tmp_path / "clip.pth"))
+    for name, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    del state["ln_pre.weight"]
+    torch.save(state, tmp_path / "short.pth")
+    with pytest.raises(ValueError, match=r"model\.vision\.weights: .* lacks 1 tensors .*ln_pre\.weight"):
+        _clip_l(depth=2, weights=str(tmp_path / "short.pth"))
