@@ -6,8 +6,9 @@ This task takes the COCO-format file from the dataset instead (``dataset.gt_file
 CIDEr (no SPICE, see ``caption_metrics``), and counts images that could not be read.
 
 Run keys, read by :meth:`EvlgenCaptionTask.caption_settings` for this task and every subclass (benchmarks,
-SCST): ``num_beams`` (5), ``max_len`` (30), ``min_len`` (8), ``repetition_penalty`` (1.0, i.e. none;
-above 1 discourages the loops a small LLM falls into with greedy decoding), ``report_metric`` (True). Results are
+SCST): ``num_beams`` (5), ``max_len`` (30), ``min_len`` (8), ``repetition_penalty`` (unset: the model's own,
+``model.repetition_penalty``, else none; above 1 discourages the loops a small LLM falls into with greedy
+decoding), ``report_metric`` (True). Results are
 written the LAVIS way: one ``<split>_<epoch>_rank<r>.json`` per rank, merged by rank 0 into
 ``<split>_<epoch>.json`` with one caption per ``image_id`` (the distributed sampler's padding repeats
 images). ``agg_metrics`` is CIDEr + BLEU-4, as in LAVIS.
@@ -39,7 +40,7 @@ class EvlgenCaptionTask(CaptionTask):
     READS_REPETITION_PENALTY = True  # config_check refuses run.repetition_penalty for tasks without it
 
     def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, report_metric: bool = True,
-                 repetition_penalty: float = 1.0):
+                 repetition_penalty: Optional[float] = None):
         super().__init__(num_beams=num_beams, max_len=max_len, min_len=min_len, evaluate=evaluate,
                          report_metric=report_metric)
         self.repetition_penalty = repetition_penalty
@@ -53,7 +54,7 @@ class EvlgenCaptionTask(CaptionTask):
         return {"num_beams": int(run.get("num_beams", 5)), "max_len": int(run.get("max_len", 30)),
                 "min_len": int(run.get("min_len", 8)), "evaluate": bool(run.get("evaluate", False)),
                 "report_metric": bool(run.get("report_metric", True)),
-                "repetition_penalty": 1.0 if penalty is None else penalty}
+                "repetition_penalty": penalty}
 
     @classmethod
     def setup_task(cls, cfg) -> "EvlgenCaptionTask":

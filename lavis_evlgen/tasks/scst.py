@@ -55,7 +55,7 @@ class SCSTCaptionTask(EvlgenCaptionTask):
     """Caption task whose training step is self-critical sequence training (see module doc)."""
 
     def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, report_metric: bool = True,
-                 repetition_penalty: float = 1.0, num_samples: int = 5, xe_weight: float = 0.0,
+                 repetition_penalty: Optional[float] = None, num_samples: int = 5, xe_weight: float = 0.0,
                  sample_max_len: int = 30, temperature: float = 1.0):
         super().__init__(num_beams=num_beams, max_len=max_len, min_len=min_len, evaluate=evaluate,
                          report_metric=report_metric, repetition_penalty=repetition_penalty)

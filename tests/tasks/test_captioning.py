@@ -48,7 +48,7 @@ def test_registered_with_defaults():
     task = make_task()
     assert isinstance(task, EvlgenCaptionTask)
     assert (task.num_beams, task.max_len, task.min_len, task.report_metric) == (5, 30, 8, True)
-    assert task.repetition_penalty == 1.0
+    assert task.repetition_penalty is None  # unset: the model's own (model.repetition_penalty, default 1.0)
 
 
 @pytest.mark.parametrize("value", [0, -1.5, "high", True])
@@ -85,6 +85,22 @@ def test_valid_step_decodes_with_the_repetition_penalty(tiny_model):
         captions[penalty] = [r["caption"] for r in task.valid_step(tiny_model, dict(samples))]
         assert captions[penalty] == tiny_model.generate(dict(samples), repetition_penalty=penalty, **decode)
     assert captions[1.0] != captions[3.0]
+
+
+def test_without_run_penalty_the_model_types_penalty_applies(tiny_model):
+    """A model type's penalty (the Vicuna release's 1.5) is used unless the run sets one."""
+    torch.manual_seed(0)
+    samples = {"image": torch.randn(4, 3, 32, 32), "image_id": torch.arange(4)}
+    task = make_task(num_beams=1, max_len=12, min_len=12)
+    tiny_model.repetition_penalty = 3.0
+    try:
+        captions = [r["caption"] for r in task.valid_step(tiny_model, dict(samples))]
+        assert captions == tiny_model.generate(dict(samples), repetition_penalty=3.0, num_beams=1, max_length=12,
+                                               min_length=12)
+        assert captions != tiny_model.generate(dict(samples), repetition_penalty=1.0, num_beams=1, max_length=12,
+                                               min_length=12)
+    finally:
+        tiny_model.repetition_penalty = 1.0
 
 
 def test_valid_step_captions_each_image_and_counts_skips(tiny_model, gt_file):

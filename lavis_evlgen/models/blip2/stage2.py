@@ -117,10 +117,11 @@ class Blip2Stage2OPT(AnswerByGeneration, PluginModelTypes, Blip2OPT):
 
     @torch.no_grad()
     def generate(self, samples: dict[str, Any], use_nucleus_sampling: bool = False, num_beams: int = 5,
-                 max_length: int = 30, min_length: int = 1, top_p: float = 0.9, repetition_penalty: float = 1.0,
-                 length_penalty: float = 1.0, num_captions: int = 1, temperature: float = 1.0,
-                 prompt: Optional[str | list[str]] = None) -> list[str]:
-        """Captions (new text only, stripped); ``max_length``/``min_length`` count generated tokens."""
+                 max_length: int = 30, min_length: int = 1, top_p: float = 0.9,
+                 repetition_penalty: Optional[float] = None, length_penalty: float = 1.0, num_captions: int = 1,
+                 temperature: float = 1.0, prompt: Optional[str | list[str]] = None) -> list[str]:
+        """Captions (new text only, stripped); ``max_length``/``min_length`` count generated tokens;
+        ``repetition_penalty`` None is none (1.0)."""
         tokenizer = self.opt_tokenizer
         with self.maybe_autocast():
             vis, vis_atts = self.encode_image(samples)
@@ -136,7 +137,8 @@ class Blip2Stage2OPT(AnswerByGeneration, PluginModelTypes, Blip2OPT):
                 inputs_embeds=embeds, attention_mask=atts, do_sample=use_nucleus_sampling, top_p=top_p,
                 temperature=temperature, num_beams=1 if use_nucleus_sampling else num_beams,
                 max_new_tokens=max_length, min_new_tokens=min_length, eos_token_id=self.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
+                pad_token_id=tokenizer.pad_token_id,
+                repetition_penalty=1.0 if repetition_penalty is None else repetition_penalty,
                 length_penalty=length_penalty, num_return_sequences=num_captions)
         return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
