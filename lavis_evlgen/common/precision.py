@@ -4,17 +4,30 @@ On a GPU both dtypes autocast. On a CPU only bf16 does, and only where the CPU c
 (AVX512-BF16 or AMX): there it nearly halves a step of the embedded default; elsewhere bf16 is
 emulated and slower than fp32, so the run stays in fp32 and says why. A gradient scaler is used
 for fp16 only: bf16 has fp32's exponent range and needs none.
+
+Attention under CPU bf16 autocast: PyTorch's CPU flash-attention backward is several times slower in
+bf16 than in fp32 (measured on an AMX Xeon at the SmolLM2 shape [8, 9, 49, 64]: 15.2 ms against 2.8 ms),
+while attention is a small share of the FLOPs at these sequence lengths. So ``attention`` (used by the
+TomeFormer and, through ``lavis_evlgen.models.llm``, by the LLM) computes in fp32 inside a CPU bf16
+autocast region opened by ``Precision.autocast``; ``run.cpu_bf16_attention: bf16`` keeps the autocast
+dtype instead. Outside such a region (fp32 runs, GPUs, float64 checks) it is plain
+``F.scaled_dot_product_attention``.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from dataclasses import dataclass
-from typing import ContextManager, Optional
+from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_BF16_ATTENTION = ("fp32", "bf16")
+
+_attention_in_fp32 = contextvars.ContextVar("evlgen_attention_in_fp32", default=False)
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,7 @@ class Precision:
     device_type: str
     dtype: torch.dtype
     reason: str
+    cpu_bf16_attention: str = "fp32"
 
     @property
     def autocast_enabled(self) -> bool:
@@ -33,11 +47,23 @@ class Precision:
     def needs_grad_scaler(self) -> bool:
         return self.dtype == torch.float16
 
-    def autocast(self) -> ContextManager:
+    @property
+    def attention_in_fp32(self) -> bool:
+        """True where ``attention`` leaves autocast for fp32: CPU bf16 autocast, unless configured otherwise."""
+        return self.device_type == "cpu" and self.dtype == torch.bfloat16 and self.cpu_bf16_attention == "fp32"
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
         """Autocast context for forward passes (a no-op context for fp32)."""
         if not self.autocast_enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+            yield
+            return
+        token = _attention_in_fp32.set(self.attention_in_fp32)
+        try:
+            with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+                yield
+        finally:
+            _attention_in_fp32.reset(token)
 
     def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
         """A fresh GradScaler for fp16, else None."""
@@ -47,7 +73,39 @@ class Precision:
         """One log line naming the precision in effect."""
         name = {torch.float32: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[self.dtype]
         scaler = " with GradScaler" if self.needs_grad_scaler else ""
-        return f"precision: {name}{scaler} on {self.device_type} ({self.reason})"
+        if self.attention_in_fp32:
+            attention = "attention in fp32 (CPU bf16 flash-attention backward is slow; run.cpu_bf16_attention)"
+        else:
+            attention = f"attention in {'fp32' if self.dtype == torch.float32 else name.split()[0]}"
+        return f"precision: {name}{scaler} on {self.device_type} ({self.reason}); {attention}"
+
+
+def attention_in_fp32(query: torch.Tensor) -> bool:
+    """True inside a CPU bf16 autocast region of a ``Precision`` whose attention computes in fp32
+    (float64 inputs, which autocast leaves alone, stay float64)."""
+    return (_attention_in_fp32.get() and query.device.type == "cpu" and query.dtype != torch.float64
+            and torch.is_autocast_enabled("cpu"))
+
+
+def fp32(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A floating tensor as fp32; anything else (None, boolean masks) unchanged."""
+    return tensor.float() if tensor is not None and tensor.is_floating_point() else tensor
+
+
+def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              attn_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.0, is_causal: bool = False,
+              scale: Optional[float] = None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, computed in fp32 where ``attention_in_fp32`` says so.
+
+    The result then has the autocast dtype, as the plain call's would.
+    """
+    if not attention_in_fp32(query):
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              is_causal=is_causal, scale=scale)
+    with torch.autocast("cpu", enabled=False):
+        out = F.scaled_dot_product_attention(fp32(query), fp32(key), fp32(value), attn_mask=fp32(attn_mask),
+                                             dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+    return out.to(torch.get_autocast_dtype("cpu"))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -59,13 +117,18 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(run_cfg: DictConfig, device: torch.device) -> Precision:
     """Precision for ``run.amp`` / ``run.amp_dtype`` (bf16 by default) on ``device``.
 
-    Raises ValueError naming ``run.amp_dtype`` for an unknown dtype, or for bf16 on a GPU without it.
+    Raises ValueError naming ``run.amp_dtype`` for an unknown dtype, or for bf16 on a GPU without it, and
+    naming ``run.cpu_bf16_attention`` for a value other than fp32 / bf16.
     On a CPU, amp means bf16 autocast where the CPU has native bf16, else fp32 (the reason says which).
     """
     amp = bool(run_cfg.get("amp", False))
     dtype_name = str(run_cfg.get("amp_dtype", "bf16"))
     if dtype_name not in AMP_DTYPES:
         raise ValueError(f"run.amp_dtype: expected one of {sorted(AMP_DTYPES)}, got '{dtype_name}'")
+    attention_dtype = str(run_cfg.get("cpu_bf16_attention", "fp32"))
+    if attention_dtype not in CPU_BF16_ATTENTION:
+        raise ValueError(f"run.cpu_bf16_attention: expected one of {list(CPU_BF16_ATTENTION)}, "
+                         f"got '{attention_dtype}'")
     if not amp:
         return Precision(device.type, torch.float32, "run.amp is off")
     if device.type == "cpu":
@@ -74,7 +137,8 @@ def resolve_precision(run_cfg: DictConfig, device: torch.device) -> Precision:
         if not cpu_has_native_bf16():
             return Precision("cpu", torch.float32,
                              "run.amp ignored: this CPU has no native bf16 (AVX512-BF16/AMX), fp32 is faster")
-        return Precision("cpu", torch.bfloat16, "run.amp with run.amp_dtype=bf16 on a CPU with native bf16")
+        return Precision("cpu", torch.bfloat16, "run.amp with run.amp_dtype=bf16 on a CPU with native bf16",
+                         attention_dtype)
     if device.type != "cuda":
         return Precision(device.type, torch.float32, f"run.amp ignored: {device.type} trains in fp32")
     if dtype_name == "bf16" and not torch.cuda.is_bf16_supported():

@@ -2,8 +2,10 @@
 
 transformers' ``XForCausalLM(labels=...)`` projects every position onto the vocabulary, the visual prompt's
 too, and keeps those ``[B, L, V]`` logits for the backward pass. Here the decoder runs once and the head
-sees only the ``T`` positions that predict the ``T`` target tokens: the same loss (mean cross-entropy over
-the targets that are not -100), with fewer FLOPs and a logits tensor ``T / L`` the size.
+sees only the positions that predict a target token (not -100): the same loss (mean cross-entropy over
+those targets), with a fraction of the head's FLOPs. The selected hidden states are gathered into one
+contiguous ``[N, D]`` matrix, so the head is one matrix multiply; a strided ``[B, T, D]`` slice would make
+``matmul`` fall back to a batched multiply that copies the ``[V, D]`` head weight once per batch item.
 """
 from __future__ import annotations
 
@@ -21,5 +23,7 @@ def caption_loss(llm: PreTrainedModel, embeds: torch.Tensor, attention_mask: tor
     if length >= embeds.size(1):
         raise ValueError(f"{length} target positions need a longer input than {embeds.size(1)} positions")
     hidden = llm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, return_dict=True).last_hidden_state
-    logits = llm.get_output_embeddings()(hidden[:, -length - 1:-1])  # position i predicts token i + 1
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    scored = targets != IGNORE
+    predicting = hidden[:, -length - 1:-1][scored]  # position i predicts token i + 1; [N, D], contiguous
+    logits = llm.get_output_embeddings()(predicting)
+    return F.cross_entropy(logits.float(), targets[scored])

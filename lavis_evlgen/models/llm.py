@@ -6,9 +6,11 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM,
-                          PreTrainedTokenizerBase)
+from transformers import (AttentionInterface, AutoTokenizer, LlamaConfig, LlamaForCausalLM, OPTConfig,
+                          OPTForCausalLM, PreTrainedTokenizerBase)
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from lavis_evlgen.common.precision import attention_in_fp32, cpu_has_native_bf16, fp32
 from lavis_evlgen.models.byte_tokenizer import byte_tokenizer
 from lavis_evlgen.models.weights import require_weights
 
@@ -20,6 +22,26 @@ LLM_CLASSES: dict[str, tuple[type, type]] = {
 }
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION = "evlgen_sdpa"
+
+
+def llm_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, in fp32 where ``precision.attention_in_fp32`` says so (CPU bf16 autocast).
+
+    ``build_llm`` selects it (``attn_implementation="evlgen_sdpa"``) for the LLMs that take attention functions
+    (Llama) on CPU-only machines with native bf16; elsewhere they keep transformers' "sdpa".
+    """
+    if not attention_in_fp32(query):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    with torch.autocast("cpu", enabled=False):
+        out, weights = sdpa_attention_forward(module, fp32(query), fp32(key), fp32(value), fp32(attention_mask),
+                                              **kwargs)
+    return out.to(torch.get_autocast_dtype("cpu")), weights
+
+
+AttentionInterface.register(ATTENTION, llm_attention)
+
 
 def part_dtype(precision: str, key: str) -> torch.dtype:
     """The dtype a frozen part runs in: the configured one on GPU machines, fp32 on CPU-only ones."""
@@ -78,13 +100,15 @@ def build_llm(cfg: DictConfig, arch: str) -> tuple[nn.Module, PreTrainedTokenize
     else:
         settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
         model = model_cls(config_cls(**settings)).to(dtype)
+    if model._supports_attention_backend and not torch.cuda.is_available() and cpu_has_native_bf16():
+        model.config._attn_implementation = ATTENTION  # where a run may autocast to bf16 on the CPU
     tokenizer = build_tokenizer(cfg, path)
     if cfg.get("special_tokens"):
         fit_embeddings(model, tokenizer)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model.llm: tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}")
-    logger.info("LLM %s (%s) in %s", arch, path or "random", dtype)
+    logger.info("LLM %s (%s) in %s, attention %s", arch, path or "random", dtype, model.config._attn_implementation)
     return model, tokenizer
 
 def freeze(module: nn.Module) -> nn.Module:

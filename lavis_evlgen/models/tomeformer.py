@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
+from lavis_evlgen.common.precision import attention
 from lavis_evlgen.models.tome import (bipartite_soft_matching, merge_mask, merge_source, merge_wavg, parse_r,
                                       token_counts)
 
@@ -164,12 +164,12 @@ class TomeFormer(nn.Module):
         """BERT's self-attention block on x [B, T, H] -> (output [B, T, H], keys [B, heads, T, head_dim])."""
         batch, tokens, hidden = x.shape
         heads = self.config.num_attention_heads
-        attention = layer.attention.self
+        projections = layer.attention.self
 
         def split_heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(batch, tokens, heads, hidden // heads).transpose(1, 2)
 
-        query, key, value = (split_heads(proj(x)) for proj in (attention.query, attention.key, attention.value))
+        query, key, value = (split_heads(proj(x)) for proj in (projections.query, projections.key, projections.value))
         bias = None
         if self.proportional_attention:
             bias = size.log().view(batch, 1, 1, tokens)
@@ -178,7 +178,7 @@ class TomeFormer(nn.Module):
             padding.masked_fill_(~mask.view(batch, 1, 1, tokens), torch.finfo(x.dtype).min)
             bias = padding if bias is None else bias + padding
         dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+        context = attention(query, key, value, attn_mask=bias, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(batch, tokens, hidden)
         return layer.attention.output(context, x), key
 

@@ -9,12 +9,18 @@ runner), caption held-out shapes and the real photos with the trained model, dra
 and the merge map after training, and print the scores beside the most-frequent-caption baseline.
 Everything lands in ``<run.output_dir>/<run.job_id>/`` (``metrics.json``, ``captions.json``,
 ``loss_curve.png``, ``merge_map.png``).
+
+Every phase is timed and the times are printed at the end and kept in ``metrics.json``
+(``phase_seconds``): the install (measured by ``run_scripts/quickstart.sh``, passed in
+``EVLGEN_INSTALL_SECONDS``), weights, data, model build and feature cache, training (the runner's
+own per-iteration times from ``log.txt``), validation and test, captions and scores, pictures.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -41,7 +47,9 @@ logger = logging.getLogger("quickstart")
 DEFAULT_CFG = "projects/evlgen/train/quickstart.yaml"
 PHOTO_BUILDER = "skimage_photos"
 MERGE_PHOTO = "astronaut"
-TARGET_MINUTES = 15
+TARGET_MINUTES = 10
+INSTALL_SECONDS = "EVLGEN_INSTALL_SECONDS"
+CACHE_MARKER = "feature cache "  # the runner's "feature cache hit: ..." / "feature cache written: ..." log line
 
 
 class Steps:
@@ -56,6 +64,25 @@ class Steps:
 
     def elapsed(self) -> float:
         return time.time() - self.start
+
+
+class Phases:
+    """Wall-clock seconds per phase, in the order they ran."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._since = time.time()
+
+    def end(self, name: str) -> float:
+        """Close the phase ``name`` (adding to it if it ran before) at the current time; return its length."""
+        now = time.time()
+        took = now - self._since
+        self.seconds[name] = self.seconds.get(name, 0.0) + took
+        self._since = now
+        return took
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
 
 def load_config(cfg_path: str, options: list[str]) -> Config:
@@ -119,12 +146,42 @@ def subset_scores(gt_file: str, captions: dict[int, str], out_path: Path) -> dic
     return coco_caption_scores(gt_file, str(out_path))
 
 
-def train(cfg_path: str, options: list[str]) -> None:
-    """Train and evaluate through train.py, the way users run it; its output streams to the console."""
+def train(cfg_path: str, options: list[str]) -> dict[str, float]:
+    """Train and evaluate through train.py, the way users run it; its output streams to the console.
+
+    Returns when the process printed what: ``{"feature_cache": s, "end": s}`` in seconds from the start,
+    the first key only if the runner logged its feature-cache line.
+    """
     cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--cfg-path", cfg_path]
     if options:
         cmd += ["--options", *options]
-    subprocess.run(cmd, check=True, cwd=Path.cwd())
+    start = time.time()
+    marks: dict[str, float] = {}
+    with subprocess.Popen(cmd, cwd=Path.cwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            if CACHE_MARKER in line and "feature_cache" not in marks:
+                marks["feature_cache"] = time.time() - start
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    marks["end"] = time.time() - start
+    return marks
+
+
+def training_seconds(log_txt: Path) -> tuple[float, int]:
+    """Seconds spent in training iterations and their count, from the runner's per-inner-epoch stats in log.txt
+    (``train_seconds_per_iter`` for the iterations up to ``train_iteration``; validation is not included)."""
+    seconds, done = 0.0, 0
+    for line in log_txt.read_text().splitlines():
+        if line.startswith('{"train_'):
+            stats = json.loads(line)
+            iteration = int(stats["train_iteration"])
+            if iteration <= done:  # an earlier run of the same job: keep the last run only
+                seconds, done = 0.0, 0
+            seconds += float(stats["train_seconds_per_iter"]) * (iteration - done)
+            done = iteration
+    return seconds, done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     steps = Steps(total=7)
+    phases = Phases()
+    if os.environ.get(INSTALL_SECONDS):
+        phases.add("install", float(os.environ[INSTALL_SECONDS]))
 
     steps("Preparing the embedded weights (converted once, then cached)")
     paths = prepare_embedded()
     print(f"  LLM {paths.llm_dir.name}, ViT {paths.vision_dir.name}, BERT {paths.bert_dir.name}")
+    phases.end("weights")
 
     steps("Generating the data (shapes captions, scikit-image photos; cached)")
     cfg = load_config(args.cfg_path, args.options)
@@ -147,16 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     test = shapes["test"]
     photos = photo_set(_model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
     print(f"  {len(shapes['train'])} training captions, {len(test)} test images, {len(photos)} photos")
+    phases.end("data")
 
     steps("Token-merge map of a real photo with the untrained connector")
     torch.manual_seed(int(run.get("seed", 42)))
     model = build_model(cfg)
+    phases.end("model build")
     photo, photo_tensor = photo_array(photos, MERGE_PHOTO)
     before = merge_map(model, photo_tensor)
+    phases.end("pictures")
 
     steps("Training and evaluating with train.py (LAVIS runner, CPU)")
-    train(args.cfg_path, args.options)
+    marks = train(args.cfg_path, args.options)
+    phases.end("train.py")
     out_dir = Path(run.output_dir).expanduser().resolve() / str(run.job_id)
+    split_train_py(phases, marks, out_dir / "log.txt")
     best = out_dir / "checkpoint_best.pth"
     load_trainable_state_dict(model, load_checkpoint(best)["model"], str(best))
     model.eval()
@@ -169,19 +235,35 @@ def main(argv: list[str] | None = None) -> int:
                  for r in json.loads((out_dir / "result" / "test_best.json").read_text())}
     photo_caps = caption_all(model, photos, **generate)
     report_captions(test, test_caps, photos, photo_caps)
+    phases.end("captions and scores")
 
     steps("Drawing the loss curve and the merge map after training")
     after = merge_map(model, photo_tensor)
     plot_merge_maps(photo, {"before training": before, "after training": after}, out_dir / "merge_map.png",
                     title="Token merging (patches coloured by the final token they merged into)")
     plot_loss_curve(read_losses(out_dir), out_dir / "loss_curve.png")
+    phases.end("pictures")
 
     steps("Scores")
-    metrics = score(test, test_caps, shapes, photos, photo_caps, out_dir, steps.elapsed())
+    metrics = score(test, test_caps, shapes, photos, photo_caps, out_dir)
+    phases.end("captions and scores")
+    metrics["phase_seconds"] = {name: round(sec, 1) for name, sec in phases.seconds.items()}
+    metrics["elapsed_seconds"] = round(sum(phases.seconds.values()), 1)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "captions.json").write_text(json.dumps({"test": test_caps, "photos": photo_caps}, indent=2))
     print_summary(metrics, out_dir)
     return 0
+
+
+def split_train_py(phases: Phases, marks: dict[str, float], log_txt: Path) -> None:
+    """Replace the "train.py" phase by model build and feature cache, training, validation and test."""
+    total = phases.seconds.pop("train.py")
+    train_s, iterations = training_seconds(log_txt)
+    setup = marks.get("feature_cache", 0.0)
+    if setup:
+        phases.add("model build and feature cache", setup)
+    phases.add(f"training ({iterations} steps)", train_s)
+    phases.add("validation and test", max(total - setup - train_s, 0.0))
 
 
 def _model_defaults(arch: str, model_type: str):
@@ -216,7 +298,7 @@ def grounding(scenes: list[dict[str, Any]], captions: dict[int, str]) -> dict[st
             "shapes": sum(len(sc["shapes"]) for sc in scenes), "shapes_named_exactly": named}
 
 
-def score(test, test_caps, shapes, photos, photo_caps, out_dir: Path, elapsed: float) -> dict[str, Any]:
+def score(test, test_caps, shapes, photos, photo_caps, out_dir: Path) -> dict[str, Any]:
     """Scores of the trained model's captions on test (all, held-out, seen), the baseline and the photos."""
     gt = Path(test.gt_file)
     scored = out_dir / "result"
@@ -234,7 +316,6 @@ def score(test, test_caps, shapes, photos, photo_caps, out_dir: Path, elapsed: f
         "test_grounding": grounding(
             json.loads((Path(shapes["train"].vis_root) / "scenes.json").read_text())["test"], test_caps),
         "run_log": str(out_dir / "run.log"),
-        "elapsed_seconds": round(elapsed, 1),
     }
 
 
@@ -252,10 +333,23 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
     g = metrics["test_grounding"]
     print(f"  image dependence: {g['distinct_captions']} distinct captions for {g['images']} test images; "
           f"{g['shapes_named_exactly']} of {g['shapes']} shapes named exactly (size, colour, kind)")
+    print_phases(metrics["phase_seconds"])
     minutes = metrics["elapsed_seconds"] / 60
-    print(f"  quickstart time {minutes:.1f} min (target: at most {TARGET_MINUTES} min with the install)")
+    what = "with" if "install" in metrics["phase_seconds"] else "without"
+    print(f"  quickstart time {minutes:.1f} min {what} the install (target: at most {TARGET_MINUTES} min with it)")
     print(f"  pictures: {out_dir / 'loss_curve.png'}, {out_dir / 'merge_map.png'}")
     print(f"  metrics: {out_dir / 'metrics.json'}; captions: {out_dir / 'captions.json'}")
+
+
+def print_phases(seconds: dict[str, float]) -> None:
+    print("\n  time per phase:")
+    for name, sec in seconds.items():
+        extra = ""
+        if name.startswith("training (") and sec > 0:
+            steps = int(name.split("(")[1].split()[0])
+            extra = f"  ({sec / max(steps, 1):.2f} s/step)"
+        print(f"    {name:32} {sec:7.1f} s{extra}")
+    print(f"    {'total':32} {sum(seconds.values()):7.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """TomeFormer: token counts, exact BERT wiring on a real checkpoint, masks, gradients, merge options."""
+import contextlib
 import importlib.util
 from pathlib import Path
 
@@ -143,3 +144,60 @@ def test_bad_dropout_names_the_config_key(dropout):
         build_tomeformer(cfg)
     cfg.dropout = 0.0
     assert all(m.p == 0.0 for m in build_tomeformer(cfg).modules() if isinstance(m, torch.nn.Dropout))
+
+
+def _explicit_softmax_forward(model: TomeFormer, x: torch.Tensor):
+    """The TomeFormer's layer loop with attention written out as softmax(QK^T / sqrt(d)) V (the authors' form)."""
+    from lavis_evlgen.models.tome import bipartite_soft_matching, merge_source
+
+    x = model.embeddings(x)
+    batch, tokens, hidden = x.shape
+    heads = model.config.num_attention_heads
+    size = x.new_ones(batch, tokens, 1)
+    source = torch.eye(tokens, dtype=x.dtype).expand(batch, tokens, tokens)
+    for layer, r in zip(model.encoder["layer"], model.r_per_layer):
+        att, n = layer.attention.self, x.shape[1]
+        q, k, v = (p(x).view(batch, n, heads, -1).transpose(1, 2) for p in (att.query, att.key, att.value))
+        probs = (q @ k.transpose(-1, -2) / (hidden // heads) ** 0.5).softmax(dim=-1)
+        x = layer.attention.output((probs @ v).transpose(1, 2).reshape(batch, n, hidden), x)
+        merge, _ = bipartite_soft_matching(k.mean(dim=1), r, True, None)
+        x, size = merge(x, mode="mean"), merge(size, mode="sum")
+        source = merge_source(merge, x, source)
+        x = layer.output(layer.intermediate(x), x)
+    return x, source
+
+
+def test_float64_equals_explicit_softmax_attention_with_identical_merges():
+    """The attention kernel keeps float64 arithmetic: within 1e-12 of the written-out form, the same merges."""
+    model = small_tomeformer().double()
+    x = torch.randn(2, 257, 32, dtype=torch.float64)
+    with torch.no_grad():
+        expected, expected_source = _explicit_softmax_forward(model, x)
+        out = model(x)
+    assert out.last_hidden_state.shape == (2, 29, 32)
+    torch.testing.assert_close(out.last_hidden_state, expected, rtol=0, atol=1e-12)
+    assert torch.equal(out.source, expected_source)
+
+
+def test_bf16_autocast_with_fp32_attention_stays_within_bf16_noise():
+    """Under CPU bf16 autocast the output and input gradient stay as close to fp32 as with bf16 attention
+    (r = 0: merges follow bf16 similarity scores, which would make the comparison about matching, not attention)."""
+    from lavis_evlgen.common.precision import Precision
+
+    model = small_tomeformer(r=0)
+    x, weights = torch.randn(2, 60, 32), torch.randn(2, 60, 32)
+
+    def run(region):
+        xi = x.clone().requires_grad_(True)
+        with region:
+            out = model(xi).last_hidden_state
+        (out.float() * weights).sum().backward()
+        return out.float().detach(), xi.grad
+
+    reference = run(contextlib.nullcontext())
+    fp32_attention = run(Precision("cpu", torch.bfloat16, "t").autocast())
+    bf16_attention = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16").autocast())
+    for got, ref, other in zip(fp32_attention, reference, bf16_attention):
+        error = (got - ref).norm() / ref.norm()
+        assert error < 0.02
+        assert error <= 1.5 * (other - ref).norm() / ref.norm() + 1e-3

@@ -1,5 +1,6 @@
 """A few-step quickstart run writes its pictures, captions and metrics (real embedded parts, CPU)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -29,7 +30,8 @@ def test_quickstart_few_steps_writes_pictures_and_metrics(tmp_path):
         "datasets.shapes_caption.build_info.generate.n_test=4",
     ]
     proc = subprocess.run([sys.executable, "-m", "lavis_evlgen.tools.quickstart", "--options", *options],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, EVLGEN_INSTALL_SECONDS="7"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / "out" / "qs"
     for picture in ("loss_curve.png", "merge_map.png"):
@@ -41,4 +43,22 @@ def test_quickstart_few_steps_writes_pictures_and_metrics(tmp_path):
     assert len(captions["test"]) == 4 and len(captions["photos"]) == 17
     assert "held-out CIDEr" in proc.stdout
     assert metrics["test_grounding"]["images"] == 4 and "distinct captions" in proc.stdout
+    phases = metrics["phase_seconds"]
+    assert list(phases)[:5] == ["install", "weights", "data", "model build", "pictures"] and phases["install"] == 7
+    assert {"model build and feature cache", "training (2 steps)", "validation and test",
+            "captions and scores"} <= set(phases)
+    assert abs(sum(phases.values()) - metrics["elapsed_seconds"]) < 0.5
+    assert "time per phase:" in proc.stdout and "s/step)" in proc.stdout
     assert [json.loads(line)["iteration"] for line in (run / "train_loss.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_training_seconds_reads_the_runner_stats_of_the_last_run(tmp_path):
+    from lavis_evlgen.tools.quickstart import training_seconds
+
+    log = tmp_path / "log.txt"
+    config = json.dumps({"run": {"max_iters": 4}}, indent=4)
+    stats = [{"train_iteration": 2, "train_seconds_per_iter": 9.0}, {"train_iteration": 4, "train_seconds_per_iter": 9.0},
+             {"train_iteration": 3, "train_seconds_per_iter": 1.5}, {"val_agg_metrics": 0.5},
+             {"train_iteration": 5, "train_seconds_per_iter": 0.5}]
+    log.write_text(config + "\n" + "\n".join(json.dumps(s) for s in stats) + "\n")
+    assert training_seconds(log) == (3 * 1.5 + 2 * 0.5, 5)

@@ -1,0 +1,307 @@
+"""Training-step time of a training config, with a per-part breakdown, to size runs and re-measure the README.
+
+    python -m lavis_evlgen.tools.bench_step --cfg-path projects/evlgen/train/quickstart.yaml \
+        [--steps 20] [--warmup 3] [--threads N] [--options key=value ...]
+
+It builds the task, datasets, model and runner of the config (the runner's output goes to a temporary
+folder), then:
+
+1. times ``--steps`` optimizer steps of ``runner.train_step``, the code training runs (next batch,
+   autocast, forward, backward, gradient clipping, optimizer), after ``--warmup`` untimed ones, and
+   prints the median, the quartiles and the extremes;
+2. times the same number of single micro-batch steps split into parts by hooks that only read the
+   clock: ViT, connector forward (ln_vision, f_proj1, TomeFormer, f_proj2 and the prompt assembly),
+   LLM forward (the frozen LLM and the loss), LLM backward (down to the gradient of the LLM's input
+   embeddings), connector backward, optimizer (clipping and step). With ``run.feature_cache`` the
+   breakdown runs on the same records from images and from their cached ViT features, alternately,
+   so the cache's gain is a ratio measured in one process.
+
+Models without a frozen LLM (BLIP-2 stage 1) show the whole forward and backward as connector time.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from lavis.common.config import Config
+from lavis.common.registry import registry
+from lavis.datasets.data_utils import apply_to_sample
+from lavis.tasks import setup_task
+from torch import nn
+
+import lavis_evlgen  # noqa: F401  registers the plugin
+from lavis_evlgen.common.checkpoint import seed_all
+from lavis_evlgen.common.config_check import DEFAULT_RUNNER
+from lavis_evlgen.common.distributed import init_distributed
+from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
+
+PARTS = ("ViT", "connector forward", "LLM forward", "LLM backward", "connector backward", "optimizer")
+LLM_ATTRIBUTES = ("llm", "opt_model", "llm_model")
+
+
+@dataclass
+class Spread:
+    """Median, quartiles and extremes of a list of durations in seconds."""
+
+    median: float
+    q1: float
+    q3: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> "Spread":
+        if len(seconds) < 2:
+            raise ValueError("--steps: at least 2 timed steps are needed for a spread")
+        q1, _, q3 = statistics.quantiles(seconds, n=4, method="inclusive")
+        return cls(statistics.median(seconds), q1, q3, min(seconds), max(seconds), len(seconds))
+
+    def describe(self) -> str:
+        return (f"median {self.median:.3f} s (quartiles {self.q1:.3f}-{self.q3:.3f}, "
+                f"range {self.low:.3f}-{self.high:.3f}, {self.count} steps)")
+
+
+@dataclass
+class BenchResult:
+    """What ``main`` measured: the runner's step, and the parts' medians per input source."""
+
+    step: Spread
+    batch_size: int
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> part -> median seconds
+    totals: dict[str, Spread] = field(default_factory=dict)  # source -> spread of the parts' sum
+
+
+class PartClock:
+    """Forward timestamps from module hooks and the backward split from a gradient hook.
+
+    The hooks only read the clock (after a device synchronisation on GPUs), so the step computes
+    exactly what training computes.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.device = device
+        self.marks: dict[str, float] = {}
+        self.handles = []
+        vit = getattr(model, "visual_encoder", None)
+        if isinstance(vit, nn.Module):
+            self.handles.append(vit.register_forward_pre_hook(lambda *_: self.mark("vit_start")))
+            self.handles.append(vit.register_forward_hook(lambda *_: self.mark("vit_end")))
+        self.llm = frozen_llm(model)
+        if self.llm is not None:
+            self.handles.append(self.llm.base_model.register_forward_pre_hook(self._llm_inputs, with_kwargs=True))
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = self.now()
+
+    def _llm_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.mark("llm_start")
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.requires_grad:
+            embeds.register_hook(self._llm_input_grad)
+
+    def _llm_input_grad(self, grad: torch.Tensor) -> None:
+        self.mark("llm_backward_end")
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def parts(self, start: float, forward_end: float, backward_end: float, step_end: float) -> dict[str, float]:
+        """Durations of PARTS from the marks of one step and the loop's own timestamps."""
+        m = self.marks
+        vit = m["vit_end"] - m["vit_start"] if "vit_start" in m else 0.0
+        llm_start = m.get("llm_start", forward_end)
+        llm_backward_end = m.get("llm_backward_end", forward_end)
+        return {"ViT": vit,
+                "connector forward": llm_start - start - vit,
+                "LLM forward": forward_end - llm_start,
+                "LLM backward": llm_backward_end - forward_end,
+                "connector backward": backward_end - llm_backward_end,
+                "optimizer": step_end - backward_end}
+
+
+def frozen_llm(model: nn.Module) -> Optional[nn.Module]:
+    """The model's frozen language model (EVLGen's ``llm``, LAVIS BLIP-2's ``opt_model``/``llm_model``)."""
+    for name in LLM_ATTRIBUTES:
+        llm = getattr(model, name, None)
+        if isinstance(llm, nn.Module) and hasattr(llm, "base_model"):
+            return llm
+    return None
+
+
+def timed_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> dict[str, float]:
+    """One micro-batch step as ``runner.train_step`` computes it, split into PARTS."""
+    clock.marks.clear()
+    start = clock.now()
+    with runner.precision.autocast():
+        loss = runner.task.train_step(model=model, samples=batch)
+    forward_end = clock.now()
+    (runner.scaler.scale(loss) if runner.scaler is not None else loss).backward()
+    backward_end = clock.now()
+    max_norm = runner.config.run_cfg.get("max_grad_norm")
+    optimizer = runner.optimizer
+    if max_norm:
+        if runner.scaler is not None:
+            runner.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], float(max_norm))
+    if runner.scaler is not None:
+        runner.scaler.step(optimizer)
+        runner.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return clock.parts(start, forward_end, backward_end, clock.now())
+
+
+def image_batches(runner, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` training batches of images (before any feature cache), drawn with a fixed seed."""
+    (split,) = runner.train_splits
+    datasets = [splits[split] for splits in runner.datasets.values() if split in splits]
+    if not datasets:
+        raise ValueError(f"run.train_splits: no dataset has a '{split}' split")
+    dataset = datasets[0]
+    size = int(runner.config.run_cfg.batch_size_train)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = []
+    for b in range(count):
+        rows = [order[(b * size + i) % len(order)] for i in range(size)]
+        batch = dataset.collater([dataset[i] for i in rows])
+        batch.pop(SKIPPED_KEY, None)
+        batches.append(apply_to_sample(lambda t: t.to(runner.device), batch))
+    return batches
+
+
+def with_features(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch with ``image`` replaced by the frozen ViT's outputs, as the feature cache stores them."""
+    out = {k: v for k, v in batch.items() if k != "image"}
+    out["image_features"] = model.vision_features(batch["image"])
+    return out
+
+
+@contextmanager
+def temporary_runner(cfg: Config) -> Iterator[Any]:
+    """Task, datasets, model and the config's runner, writing into a temporary output folder."""
+    with tempfile.TemporaryDirectory(prefix="bench_step_") as out:
+        run_cfg = cfg.run_cfg
+        run_cfg.output_dir = out
+        init_distributed(run_cfg)
+        seed_all(int(run_cfg.get("seed", 42)))
+        task = setup_task(cfg)
+        datasets = task.build_datasets(cfg)
+        model = task.build_model(cfg)
+        runner = registry.get_runner_class(run_cfg.get("runner", DEFAULT_RUNNER))(
+            cfg=cfg, job_id="bench_step", task=task, model=model, datasets=datasets)
+        yield runner
+
+
+def sources(runner, model: nn.Module) -> list[str]:
+    """Input sources the breakdown compares: images, and cached features where the config caches them."""
+    has_vit = isinstance(getattr(model, "visual_encoder", None), nn.Module)
+    if not has_vit:
+        return ["features"]
+    return ["images", "features"] if runner.config.run_cfg.get("feature_cache", False) else ["images"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
+    parser = argparse.ArgumentParser(description="Time a training config's step, with a per-part breakdown.")
+    parser.add_argument("--cfg-path", required=True)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (each measurement)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides, key=value")
+    args = parser.parse_args(argv)
+    if args.steps < 2 or args.warmup < 0:
+        parser.error("--steps must be at least 2 and --warmup at least 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    cfg = Config(argparse.Namespace(cfg_path=args.cfg_path, options=args.options))
+    with temporary_runner(cfg) as runner:
+        model = runner.unwrap_dist_model(runner.model)
+        use = sources(runner, model)
+        raw = image_batches(runner, min(args.steps, 4), int(cfg.run_cfg.get("seed", 42))) if "images" in use else []
+        _ = runner.optimizer, runner.lr_scheduler, runner.train_loader  # build the cache before timing
+        model.train()
+        batch_size = int(cfg.run_cfg.batch_size_train) * runner.accum_grad_iters
+        print(f"bench_step: {args.cfg_path}  ({cfg.model_cfg.arch} {cfg.model_cfg.get('model_type', '')}, "
+              f"batch {batch_size}, {runner.device}, {torch.get_num_threads()} threads)")
+        print(f"  {runner.precision.describe()}")
+        for _ in range(args.warmup):
+            runner.train_step()
+        seconds = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            runner.train_step()
+            if runner.device.type == "cuda":
+                torch.cuda.synchronize(runner.device)
+            seconds.append(time.perf_counter() - start)
+        result = BenchResult(step=Spread.of(seconds), batch_size=batch_size)
+        source = "cached features" if cfg.run_cfg.get("feature_cache", False) else "the config's data"
+        print(f"  training step (runner.train_step, {source}): {result.step.describe()}, "
+              f"{batch_size / result.step.median:.1f} samples/s")
+
+        if "images" in use:
+            batches = {"images": raw}
+            if "features" in use:
+                batches["features"] = [with_features(model, b) for b in raw]
+        else:
+            batches = {"features": [apply_to_sample(lambda t: t.to(runner.device), _strip(next(runner.train_loader)))
+                                    for _ in range(min(args.steps, 4))]}
+        clock = PartClock(model, runner.device)
+        try:
+            for name, group in batches.items():  # warm-up of each source
+                timed_step(runner, model, group[0], clock)
+            samples: dict[str, list[dict[str, float]]] = {name: [] for name in batches}
+            for i in range(args.steps):
+                for name, group in batches.items():
+                    samples[name].append(timed_step(runner, model, group[i % len(group)], clock))
+        finally:
+            clock.remove()
+        for name, rows in samples.items():
+            result.parts[name] = {part: statistics.median(r[part] for r in rows) for part in PARTS}
+            result.totals[name] = Spread.of([sum(r.values()) for r in rows])
+        print_breakdown(result)
+    return result
+
+
+def _strip(batch: dict[str, Any]) -> dict[str, Any]:
+    batch.pop(SKIPPED_KEY, None)
+    return batch
+
+
+def print_breakdown(result: BenchResult) -> None:
+    names = list(result.parts)
+    print(f"\n  per part, one micro-batch of {result.batch_size} (median s over the same batches, "
+          f"sources interleaved):")
+    print("  " + f"{'part':20}" + "".join(f"{'from ' + n:>16}{'share':>7}" for n in names))
+    for part in PARTS:
+        cells = ""
+        for n in names:
+            value, total = result.parts[n][part], result.totals[n].median
+            cells += f"{value:16.3f}{100 * value / total:6.0f}%"
+        print(f"  {part:20}{cells}")
+    print("  " + f"{'step (sum of parts)':20}" + "".join(f"{result.totals[n].median:16.3f}{'':7}" for n in names))
+    for n in names:
+        print(f"  from {n}: {result.totals[n].describe()}")
+    if {"images", "features"} <= set(names):
+        ratio = result.totals["images"].median / result.totals["features"].median
+        print(f"  a step from images takes {ratio:.2f}x a step from cached features")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
