@@ -339,6 +339,8 @@ def print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
     print(f"  quickstart time {minutes:.1f} min {what} the install (target: at most {TARGET_MINUTES} min with it)")
     print(f"  pictures: {out_dir / 'loss_curve.png'}, {out_dir / 'merge_map.png'}")
     print(f"  metrics: {out_dir / 'metrics.json'}; captions: {out_dir / 'captions.json'}")
+    print("  next: .venv/bin/python -m lavis_evlgen.tools.demo   (this model in the browser, http://127.0.0.1:7860)")
+    print(f"        .venv/bin/tensorboard --logdir {out_dir.parent}   (training curves)")
 
 
 def print_phases(seconds: dict[str, float]) -> None:

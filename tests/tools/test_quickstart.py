@@ -49,6 +49,7 @@ def test_quickstart_few_steps_writes_pictures_and_metrics(tmp_path):
             "captions and scores"} <= set(phases)
     assert abs(sum(phases.values()) - metrics["elapsed_seconds"]) < 0.5
     assert "time per phase:" in proc.stdout and "s/step)" in proc.stdout
+    assert "lavis_evlgen.tools.demo" in proc.stdout and list(run.glob("events.out.tfevents.*"))
     assert [json.loads(line)["iteration"] for line in (run / "train_loss.jsonl").read_text().splitlines()] == [1, 2]
 
 
