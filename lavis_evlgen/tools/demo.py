@@ -25,7 +25,6 @@ import torch
 from lavis.common.config import Config
 from lavis.common.registry import registry
 from lavis.processors import load_processor
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin
@@ -33,9 +32,9 @@ from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state
 from lavis_evlgen.common.paths import REPO_ROOT
 from lavis_evlgen.models.tome import parse_r
 from lavis_evlgen.tools.merge_map import colour_map, merge_map
+from lavis_evlgen.tools.quickstart import build_model, model_defaults, photo_set
 
 DEFAULT_CFG = REPO_ROOT / "projects/evlgen/train/quickstart.yaml"
-PHOTO_BUILDER = "skimage_photos"
 EXAMPLES_PER_SET = 6
 
 
@@ -113,7 +112,7 @@ def load_demo(cfg_path: str | os.PathLike, checkpoint: Optional[str] = None, unt
     """
     cfg = Config(argparse.Namespace(cfg_path=str(cfg_path), options=list(options or [])))
     run = cfg.run_cfg
-    model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
+    model = build_model(cfg)
     if not untrained:
         path = Path(checkpoint) if checkpoint else (
             Path(run.output_dir).expanduser() / str(run.job_id) / "checkpoint_best.pth")
@@ -121,16 +120,10 @@ def load_demo(cfg_path: str | os.PathLike, checkpoint: Optional[str] = None, unt
             raise FileNotFoundError(f"--checkpoint: no trained model at {path}; run `bash run_scripts/quickstart.sh` "
                                     "first, pass --checkpoint, or --untrained")
         load_trainable_state_dict(model, load_checkpoint(path)["model"], str(path))
-    vis_cfg = model_preprocess(cfg).vis_processor.eval
+    vis_cfg = model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type).preprocess.vis_processor.eval
     demo = DemoModel(model, load_processor(vis_cfg.name, vis_cfg), max_len=int(run.get("max_len", 30)),
                      repetition_penalty=float(run.get("repetition_penalty", 1.0)))
     return demo, example_images(cfg)
-
-
-def model_preprocess(cfg: Config) -> DictConfig:
-    """The ``preprocess`` section of the config's model type (its image and text processors)."""
-    model_cls = registry.get_model_class(cfg.model_cfg.arch)
-    return OmegaConf.load(model_cls.default_config_path(cfg.model_cfg.model_type)).preprocess
 
 
 def example_images(cfg: Config) -> list[str]:
@@ -140,10 +133,7 @@ def example_images(cfg: Config) -> list[str]:
         test = registry.get_builder_class(name)(data_cfg).build_datasets().get("test")
         if test is not None and hasattr(test, "annotation"):
             paths += [str(Path(test.vis_root) / a["image"]) for a in test.annotation[:EXAMPLES_PER_SET]]
-    photo_cfg = OmegaConf.load(lavis_evlgen.common.paths.config_path(f"datasets/{PHOTO_BUILDER}/defaults.yaml"))
-    photo_cfg = photo_cfg.datasets[PHOTO_BUILDER]
-    photo_cfg.vis_processor = model_preprocess(cfg).vis_processor
-    photos = registry.get_builder_class(PHOTO_BUILDER)(photo_cfg).build_datasets()["test"]
+    photos = photo_set(model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
     return paths + [str(Path(photos.vis_root) / a["image"]) for a in photos.annotation]
 
 

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     (name, data_cfg), = cfg.datasets_cfg.items()
     shapes = registry.get_builder_class(name)(data_cfg).build_datasets()
     test = shapes["test"]
-    photos = photo_set(_model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
+    photos = photo_set(model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
     print(f"  {len(shapes['train'])} training captions, {len(test)} test images, {len(photos)} photos")
     phases.end("data")
 
@@ -266,7 +266,8 @@ def split_train_py(phases: Phases, marks: dict[str, float], log_txt: Path) -> No
     phases.add("validation and test", max(total - setup - train_s, 0.0))
 
 
-def _model_defaults(arch: str, model_type: str):
+def model_defaults(arch: str, model_type: str):
+    """The default config of a model type (its ``model`` and ``preprocess`` sections)."""
     from omegaconf import OmegaConf
 
     return OmegaConf.load(registry.get_model_class(arch).default_config_path(model_type))
