@@ -26,7 +26,7 @@ def refresh_model_zoo() -> None:
                            for name, cls in registry.mapping["model_name_mapping"].items()}
 
 
-from lavis_evlgen.models import evlgen_opt, evlgen_vicuna  # noqa: E402,F401  (register with LAVIS)
+from lavis_evlgen.models import evlgen  # noqa: E402,F401  (register with LAVIS)
 from lavis_evlgen.models import evlgen_video  # noqa: E402,F401  (register with LAVIS)
 
 from lavis_evlgen.models import blip2  # noqa: E402,F401  (BLIP-2 baselines, register with LAVIS)

@@ -9,6 +9,8 @@ contiguous ``[N, D]`` matrix, so the head is one matrix multiply; a strided ``[B
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
@@ -17,12 +19,13 @@ IGNORE = -100
 
 
 def caption_loss(llm: PreTrainedModel, embeds: torch.Tensor, attention_mask: torch.Tensor,
-                 targets: torch.Tensor) -> torch.Tensor:
+                 targets: torch.Tensor, position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean cross-entropy of ``targets`` [B, T], the labels of the last T positions of ``embeds`` [B, L, D]."""
     length = targets.size(1)
     if length >= embeds.size(1):
         raise ValueError(f"{length} target positions need a longer input than {embeds.size(1)} positions")
-    hidden = llm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, return_dict=True).last_hidden_state
+    hidden = llm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                            return_dict=True).last_hidden_state
     scored = targets != IGNORE
     predicting = hidden[:, -length - 1:-1][scored]  # position i predicts token i + 1; [N, D], contiguous
     logits = llm.get_output_embeddings()(predicting)

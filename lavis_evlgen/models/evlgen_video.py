@@ -1,4 +1,4 @@
-"""EVLGen-Video: ``evlgen_video_opt`` and ``evlgen_video_vicuna`` (paper section 3.3, Tables 3-4).
+"""EVLGen-Video: ``evlgen_video`` and its OPT / Vicuna model types (paper section 3.3, Tables 3-4).
 
 Video input is ``samples["video"]`` in LAVIS's video-processor layout, ``[B, C, N, H, W]`` (the
 ``alpro_video_*`` processors return ``[C, N, H, W]`` per clip); the N frames of each clip go through
@@ -32,7 +32,7 @@ from lavis.common.registry import registry
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lavis_evlgen.models.evlgen_base import EVLGenBase
+from lavis_evlgen.models.evlgen import EVLGen
 from lavis_evlgen.models.loading import EVLGEN_VIDEO_KEYS
 from lavis_evlgen.models.sequence_scoring import SequenceScoringMixin
 from lavis_evlgen.models.temporal import TEMPORAL_SCALES, FrameCount, add_temporal_modules
@@ -42,11 +42,26 @@ logger = logging.getLogger(__name__)
 FRAME_AGGREGATIONS = ("temporal+mean", "mean", "concat")
 
 
-class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
-    """EVLGen on clips; subclasses name the LLM family like the image models do."""
+OPT_TYPES = {
+    "video_opt2.7b": "models/evlgen_video_opt/video_opt2.7b.yaml",
+    "tiny": "models/evlgen_video_opt/tiny.yaml",
+}
+VICUNA_TYPES = {
+    "video_vicuna7b": "models/evlgen_video_vicuna/video_vicuna7b.yaml",
+    "embedded": "models/evlgen_video_vicuna/embedded.yaml",
+    "tiny": "models/evlgen_video_vicuna/tiny.yaml",
+}
 
-    TRAINABLE_PARTS = EVLGenBase.TRAINABLE_PARTS + ("temporal",)
+
+@registry.register_model("evlgen_video")
+class EVLGenVideo(SequenceScoringMixin, EVLGen):
+    """EVLGen on clips, for any LLM family; ``evlgen_video_opt`` / ``evlgen_video_vicuna`` name its types."""
+
+    TRAINABLE_PARTS = EVLGen.TRAINABLE_PARTS + ("temporal",)
     KEY_MAP = EVLGEN_VIDEO_KEYS
+    DEFAULT_MODEL_TYPE = "video_opt2.7b"
+    PRETRAINED_MODEL_CONFIG_DICT = {**OPT_TYPES, **{k: v for k, v in VICUNA_TYPES.items() if k != "tiny"},
+                                    "tiny_llama": VICUNA_TYPES["tiny"]}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -55,7 +70,7 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
         self.frame_count = FrameCount()
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> "EVLGenVideoBase":
+    def from_config(cls, cfg: DictConfig) -> "EVLGenVideo":
         """The image model from ``cfg`` (with ``model.image_checkpoint``), then the video parts."""
         aggregation = cfg.get("frame_aggregation", "temporal+mean")
         if aggregation not in FRAME_AGGREGATIONS:
@@ -136,25 +151,16 @@ class EVLGenVideoBase(SequenceScoringMixin, EVLGenBase):
 
 
 @registry.register_model("evlgen_video_opt")
-class EVLGenVideoOPT(EVLGenVideoBase):
-    """EVLGen-Video with a frozen OPT decoder (the paper's video setting: EVA-ViT-g + OPT-2.7b)."""
+class EVLGenVideoOPT(EVLGenVideo):
+    """EVLGen-Video's model types with a frozen OPT (the paper's video setting: EVA-ViT-g + OPT-2.7b)."""
 
-    LLM_ARCH = "opt"
     DEFAULT_MODEL_TYPE = "video_opt2.7b"
-    PRETRAINED_MODEL_CONFIG_DICT = {
-        "video_opt2.7b": "models/evlgen_video_opt/video_opt2.7b.yaml",
-        "tiny": "models/evlgen_video_opt/tiny.yaml",
-    }
+    PRETRAINED_MODEL_CONFIG_DICT = OPT_TYPES
 
 
 @registry.register_model("evlgen_video_vicuna")
-class EVLGenVideoVicuna(EVLGenVideoBase):
-    """EVLGen-Video with a frozen Llama-architecture decoder (Vicuna-7b, or the embedded SmolLM2)."""
+class EVLGenVideoVicuna(EVLGenVideo):
+    """EVLGen-Video's model types with a frozen Llama-architecture LLM (Vicuna-7b, or the embedded SmolLM2)."""
 
-    LLM_ARCH = "llama"
     DEFAULT_MODEL_TYPE = "video_vicuna7b"
-    PRETRAINED_MODEL_CONFIG_DICT = {
-        "video_vicuna7b": "models/evlgen_video_vicuna/video_vicuna7b.yaml",
-        "embedded": "models/evlgen_video_vicuna/embedded.yaml",
-        "tiny": "models/evlgen_video_vicuna/tiny.yaml",
-    }
+    PRETRAINED_MODEL_CONFIG_DICT = VICUNA_TYPES

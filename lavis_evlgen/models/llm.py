@@ -1,4 +1,9 @@
-"""Frozen language models (transformers' OPT and Llama) and their tokenizers, from local paths or configs."""
+"""Frozen language models and their tokenizers, from local paths or configs, for any family transformers knows.
+
+The family is configuration: ``model.llm.path`` loads a local checkpoint with transformers' Auto classes (the
+family is the checkpoint's ``model_type``); ``model.llm.config`` builds a random model of ``model.llm.family``
+(``opt``, ``llama``, ``qwen2``, ...: transformers' ``model_type`` names). No code names a family.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,8 +11,8 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from transformers import (AttentionInterface, AutoTokenizer, LlamaConfig, LlamaForCausalLM, OPTConfig,
-                          OPTForCausalLM, PreTrainedTokenizerBase)
+from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer,
+                          PreTrainedModel, PreTrainedTokenizerBase)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from lavis_evlgen.common.precision import attention_in_fp32, cpu_has_native_bf16, fp32
@@ -15,11 +20,6 @@ from lavis_evlgen.models.byte_tokenizer import byte_tokenizer
 from lavis_evlgen.models.weights import require_weights
 
 logger = logging.getLogger(__name__)
-
-LLM_CLASSES: dict[str, tuple[type, type]] = {
-    "opt": (OPTForCausalLM, OPTConfig),
-    "llama": (LlamaForCausalLM, LlamaConfig),
-}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ATTENTION = "evlgen_sdpa"
@@ -86,20 +86,39 @@ def fit_embeddings(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> None
     for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
         matrix.weight[rows:] = matrix.weight[:rows].mean(dim=0)
 
-def build_llm(cfg: DictConfig, arch: str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """Build the frozen LLM of family ``arch`` ('opt' or 'llama') and its tokenizer.
+def llm_family(cfg: DictConfig, path: str | None) -> str:
+    """The LLM's family: the checkpoint's ``model_type``, which ``model.llm.family`` must match if given."""
+    family = cfg.get("family")
+    if path:
+        found = AutoConfig.from_pretrained(path, local_files_only=True).model_type
+        if family and family != found:
+            raise ValueError(f"model.llm.family: '{family}', but the checkpoint at model.llm.path is '{found}'")
+        return found
+    if not family:
+        raise ValueError("model.llm.family: a random LLM (model.llm.config) needs its family, e.g. 'opt' or 'llama'")
+    return family
 
-    ``model.llm.path`` loads a local checkpoint; ``model.llm.config`` builds a random one (tests, skeletons).
+
+def build_llm(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Build the frozen LLM of a ``model.llm`` section and its tokenizer.
+
+    ``model.llm.path`` loads a local checkpoint; ``model.llm.config`` builds a random one of ``model.llm.family``
+    (tests, skeletons).
     """
-    model_cls, config_cls = LLM_CLASSES[arch]
     path = cfg.get("path")
     dtype = part_dtype(cfg.get("precision", "fp16"), "model.llm.precision")
     if path:
         path = require_weights(path, "model.llm.path")
-        model = model_cls.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+    family = llm_family(cfg, path)
+    if path:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
     else:
         settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
-        model = model_cls(config_cls(**settings)).to(dtype)
+        try:
+            config = AutoConfig.for_model(family, **settings)
+        except ValueError as err:
+            raise ValueError(f"model.llm.family: transformers knows no model type '{family}'") from err
+        model = AutoModelForCausalLM.from_config(config).to(dtype)
     if model._supports_attention_backend and not torch.cuda.is_available() and cpu_has_native_bf16():
         model.config._attn_implementation = ATTENTION  # where a run may autocast to bf16 on the CPU
     tokenizer = build_tokenizer(cfg, path)
@@ -108,11 +127,12 @@ def build_llm(cfg: DictConfig, arch: str) -> tuple[nn.Module, PreTrainedTokenize
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model.llm: tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}")
-    logger.info("LLM %s (%s) in %s, attention %s", arch, path or "random", dtype, model.config._attn_implementation)
+    logger.info("LLM %s (%s) in %s, attention %s", family, path or "random", dtype, model.config._attn_implementation)
     return model, tokenizer
 
+
 def freeze(module: nn.Module) -> nn.Module:
-    """Stop gradients and put the module in eval mode (it stays there: see EVLGenBase.train)."""
+    """Stop gradients and put the module in eval mode (it stays there: see EVLGen.train)."""
     for p in module.parameters():
         p.requires_grad_(False)
     return module.eval()

@@ -1,12 +1,12 @@
 """Sample caption token sequences from an EVLGen model and score given ones (for SCST).
 
-A mixin for ``EVLGenBase`` subclasses. :meth:`SequenceScoringMixin.sample_captions` samples (or
-greedily decodes) captions and keeps their token ids; a forward pass whose samples carry those ids
-(:data:`SEQUENCE_KEYS`) returns the weighted sum of their negative log-likelihoods under the current
-model, with gradients into the trainable parts. Both use the layout of ``EVLGenBase.generate``:
-``[visual prompt | left-padded prompt text | caption tokens]``, with position ids counted over the
-unmasked positions as transformers' ``generate`` counts them, so the scored log-probabilities are
-those of the distribution the captions were sampled from.
+A mixin for EVLGen models (any :class:`~lavis_evlgen.models.visual_prompt.VisualPromptLM`).
+:meth:`SequenceScoringMixin.sample_captions` samples (or greedily decodes) captions and keeps their token
+ids; a forward pass whose samples carry those ids (:data:`SEQUENCE_KEYS`) returns the weighted sum of their
+negative log-likelihoods under the current model, with gradients into the trainable parts. Both use
+``generate``'s layout, ``caption_prefix`` then the caption tokens, with position ids counted over the
+unmasked positions as transformers' ``generate`` counts them, so the scored log-probabilities are those of
+the distribution the captions were sampled from.
 
 Self-critical training goes through ``model(samples)`` (not a side method) so that a
 DistributedDataParallel wrapper sees the forward pass and synchronises the gradients.
@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from lavis_evlgen.models.visual_prompt import mask_positions
+
 SEQUENCE_KEYS = ("sequences", "sequence_mask", "sequence_source", "sequence_weights")
 
 
@@ -28,23 +30,11 @@ class SampledCaptions:
     tokens: torch.Tensor   # [R, T] token ids, padded after the end token
     mask: torch.Tensor     # [R, T] 1 up to and including the end token
     source: torch.Tensor   # [R] index of the batch sample each row captions
-    texts: list[str]       # decoded captions, stripped, as EVLGenBase.generate returns them
+    texts: list[str]       # decoded captions, stripped, as generate returns them
 
 
 class SequenceScoringMixin:
     """Adds caption sampling with token ids, and weighted sequence likelihoods in ``forward``."""
-
-    def caption_prefix(self, samples: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Visual prompt + prompt text embeddings [B, P, D] and mask [B, P], as ``generate`` lays them out.
-
-        The prompt text is ``samples["prompt"]`` (one string, or one per sample) or the model's ``prompt``.
-        """
-        vis, vis_atts = self.encode_image(samples)
-        prompt = samples.get("prompt", self.prompt)
-        prompts = [prompt] * vis.size(0) if isinstance(prompt, str) else list(prompt)
-        self.tokenizer.padding_side = "left"
-        tokens = self.tokenizer(prompts, return_tensors="pt", padding="longest").to(vis.device)
-        return self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
 
     @torch.no_grad()
     def sample_captions(self, samples: dict[str, Any], num_samples: int = 1, greedy: bool = False,
@@ -69,10 +59,9 @@ class SequenceScoringMixin:
         source, weights = samples["sequence_source"], samples["sequence_weights"]
         prefix, prefix_atts = self.caption_prefix(samples)
         prefix, prefix_atts = prefix[source], prefix_atts[source]
-        embeds = torch.cat([prefix, self._embed_text(tokens)], dim=1)
+        embeds = torch.cat([prefix, self.embed_text(tokens)], dim=1)
         atts = torch.cat([prefix_atts, mask], dim=1)
-        positions = (atts.cumsum(-1) - 1).masked_fill(atts == 0, 1)
-        hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=atts, position_ids=positions,
+        hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=atts, position_ids=mask_positions(atts),
                                      return_dict=True).last_hidden_state
         start = prefix.size(1) - 1  # the logits at position i predict token i + 1
         logits = self.llm.get_output_embeddings()(hidden[:, start:start + tokens.size(1)]).float()

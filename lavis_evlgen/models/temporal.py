@@ -31,7 +31,7 @@ module is still the identity at initialisation.
 
 The blocks are not copied: each supported block family gets a thin :class:`TemporalBlock` wrapper
 that calls the block's own attention and MLP parts in order, with the contextualizer in between.
-The contextualizers are owned by the model (``EVLGenVideoBase.temporal``), not by the frozen
+The contextualizers are owned by the model (``EVLGenVideo.temporal``), not by the frozen
 encoder; the wrappers only call them. All wrapped blocks of one encoder share a :class:`FrameCount`
 telling them the clip length of the current forward pass (``None``: images, no contextualizing).
 """

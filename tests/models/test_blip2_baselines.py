@@ -132,14 +132,15 @@ def test_stage2_trains_only_the_qformer_side(name):
             assert torch.equal(p, frozen[n]), n
 
 
-def test_llama_forward_is_lavis_blip2opt_forward():
-    """The decoder-generic forward of blip2_stage2_llama equals LAVIS's Blip2OPT.forward (run on an OPT)."""
+def test_forward_is_lavis_blip2opt_forward():
+    """The shared forward equals LAVIS's Blip2OPT.forward (it runs on OPT only), whose text processor has
+    prepended the prompt."""
     torch.manual_seed(0)
     model = tiny("blip2_stage2_opt", prompt="a photo of ").eval()
     model.prompt_length = model.opt_tokenizer(model.prompt, return_tensors="pt").attention_mask.sum(1)
-    samples = {**batch(2), "text_input": ["a photo of a red circle", "a photo of two squares"]}
-    lavis_loss = Blip2OPT.forward(model, samples)["loss"]
-    ours = Blip2Stage2Llama.forward(model, samples)["loss"]
+    captions = ["a red circle", "two squares"]
+    lavis_loss = Blip2OPT.forward(model, {**batch(2), "text_input": ["a photo of " + c for c in captions]})["loss"]
+    ours = model({**batch(2), "text_input": captions})["loss"]
     torch.testing.assert_close(ours, lavis_loss)  # same loss; the head runs on fewer positions
 
 

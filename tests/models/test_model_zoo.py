@@ -70,12 +70,3 @@ def test_55m_variant_is_six_layers():
         model = cls.from_config(cfg)
     expected = BERT_BASE_EMB + 6 * BERT_BASE_LAYER + proj(1408, 768) + proj(768, 2560) + 2 * 1408
     assert model.trainable_parameters() == expected
-
-
-@pytest.mark.parametrize("name", ["evlgen_opt", "evlgen_vicuna"])
-def test_every_type_is_listed_with_a_config_file(name):
-    import os
-
-    cls = registry.get_model_class(name)
-    for model_type in cls.PRETRAINED_MODEL_CONFIG_DICT:
-        assert os.path.isfile(cls.default_config_path(model_type)), model_type

@@ -9,7 +9,7 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401
-from lavis_evlgen.models import evlgen_base
+from lavis_evlgen.models import visual_prompt
 
 torch.set_num_threads(1)
 
@@ -36,13 +36,13 @@ def build(tokenizer_dir, **overrides):
 @pytest.fixture
 def loss_targets(monkeypatch):
     """The targets of every caption_loss call (the real loss still runs)."""
-    calls, real = [], evlgen_base.caption_loss
+    calls, real = [], visual_prompt.caption_loss
 
-    def spy(llm, embeds, attention_mask, targets):
+    def spy(llm, embeds, attention_mask, targets, **kwargs):
         calls.append((embeds, targets))
-        return real(llm, embeds, attention_mask, targets)
+        return real(llm, embeds, attention_mask, targets, **kwargs)
 
-    monkeypatch.setattr(evlgen_base, "caption_loss", spy)
+    monkeypatch.setattr(visual_prompt, "caption_loss", spy)
     return calls
 
 

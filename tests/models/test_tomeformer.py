@@ -137,7 +137,7 @@ def test_dropout_option_replaces_the_checkpoint_dropout():
 def test_bad_dropout_names_the_config_key(dropout):
     from omegaconf import OmegaConf
 
-    from lavis_evlgen.models.evlgen_base import build_tomeformer
+    from lavis_evlgen.models.evlgen import build_tomeformer
 
     cfg = OmegaConf.create({"r": 2, "dropout": dropout, "config": {k: v for k, v in SMALL.items()}})
     with pytest.raises(ValueError, match="model.tomeformer.dropout"):

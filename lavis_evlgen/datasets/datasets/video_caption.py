@@ -15,7 +15,7 @@ Frames: decord reads ``n_frms`` frames of each video, resized to ``image_size`` 
 
 The processor's own transform then normalises (and, for ``alpro_video_train``, crops, flips and
 augments) the clip, which comes out as ``[C, N, H, W]``: a batch is ``[B, C, N, H, W]``, the layout
-``EVLGenVideoBase`` takes. LAVIS's processors are not called on the path directly because they
+``EVLGenVideo`` takes. LAVIS's processors are not called on the path directly because they
 sample their own way (head/tail halves) and return fewer frames for short videos.
 
 A video that cannot be decoded, or has fewer than ``n_frms`` frames, comes back as ``None`` with a

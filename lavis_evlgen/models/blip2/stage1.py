@@ -31,6 +31,7 @@ class Blip2Stage1(PluginModelTypes, Blip2Qformer):
 
     DEFAULT_MODEL_TYPE = "pretrain"
     KEY_MAP = BLIP2_KEYS
+    TRAINABLE_PARTS = ("ln_vision", "Qformer", "query_tokens", "vision_proj", "text_proj", "itm_head", "temp")
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain": "models/blip2_stage1/pretrain.yaml",
         "pretrain_vitL": "models/blip2_stage1/pretrain_vitL.yaml",
