@@ -100,3 +100,14 @@ def test_nocaps_config_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     scores = json.loads((job / "evaluate.txt").read_text().splitlines()[-1])["val"]
     assert set(scores) == {"overall", "in-domain", "near-domain", "out-domain"}
     assert scores["near-domain"]["images_unscored"] == 1 and "spice_note" in scores["overall"]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_eval_sh_all_runs_every_zero_shot_config_in_the_folder(model):
+    """eval.sh keeps no list of benchmarks: "all" is every zero-shot config of the model in the folder."""
+    import subprocess
+
+    out = subprocess.run(["bash", str(REPO / "run_scripts/eval.sh"), "all", model, "1"], capture_output=True,
+                         text=True, env={**os.environ, "PYTHON": "/bin/echo"}, check=True).stdout
+    ran = {line.split()[1] for line in out.splitlines() if line.startswith("== ")}
+    assert ran == {f"projects/evlgen/eval/{b}_{model}.yaml" for b in BENCHMARKS}
