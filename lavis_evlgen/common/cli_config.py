@@ -9,6 +9,7 @@ import argparse
 import os
 from typing import Sequence
 
+from lavis.common.config import Config
 from lavis.common.registry import registry
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -24,7 +25,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-def load_config(cfg_path: str, options: Sequence[str] = ()) -> DictConfig:
+def load_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> DictConfig:
     """The YAML at ``cfg_path`` with ``options`` applied (ConfigError for an unreadable file or option)."""
     if not os.path.isfile(cfg_path):
         raise ConfigError(f"--cfg-path: no such file: {cfg_path}")
@@ -32,6 +33,13 @@ def load_config(cfg_path: str, options: Sequence[str] = ()) -> DictConfig:
         return OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(list(options)))
     except (OmegaConfBaseException, ValueError) as err:
         raise ConfigError(f"--cfg-path/--options: cannot read the config: {err}") from err
+
+
+def lavis_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> Config:
+    """LAVIS's ``Config`` of the YAML with ``options``: the run section, the model section over its type's
+    defaults and each data set over its builder's defaults (ConfigError for an unreadable file or option)."""
+    load_config(cfg_path, options)
+    return Config(argparse.Namespace(cfg_path=str(cfg_path), options=list(options)))
 
 
 def model_type_config(arch: str, model_type: str | None = None) -> DictConfig:
