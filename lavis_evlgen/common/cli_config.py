@@ -17,9 +17,10 @@ from omegaconf.errors import OmegaConfBaseException
 from lavis_evlgen.common.config_check import ConfigError
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``--cfg-path`` (required) and ``--options`` to ``parser``."""
-    parser.add_argument("--cfg-path", required=True, help="path to the experiment YAML")
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None,
+                         help: str = "path to the experiment YAML") -> argparse.ArgumentParser:
+    """Add ``--cfg-path`` (required unless a ``default`` is given) and ``--options`` to ``parser``."""
+    parser.add_argument("--cfg-path", required=default is None, default=default, help=help)
     parser.add_argument("--options", nargs="+", default=[],
                         help="override config settings: key=value ... (e.g. run.max_iters=100)")
     return parser
