@@ -25,8 +25,7 @@ from lavis.tasks import setup_task
 from lavis_evlgen.common.checkpoint import CheckpointSaveError, seed_all
 from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config, load_config
 from lavis_evlgen.common.config_check import DEFAULT_RUNNER, ConfigError, check_config
-from lavis_evlgen.common.distributed import (broadcast_object, describe_process, init_distributed,
-                                             shutdown_distributed)
+from lavis_evlgen.common.distributed import broadcast_object, describe_process, init_distributed, shutdown_distributed
 from lavis_evlgen.runners.preemption import EXIT_PREEMPTED, Preempted
 from lavis_evlgen.runners.resume import job_id_for
 from lavis_evlgen.runners.runner_evlgen import NonFiniteLossError

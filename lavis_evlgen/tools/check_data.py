@@ -26,7 +26,6 @@ from PIL import Image
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config
 
-
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 
 

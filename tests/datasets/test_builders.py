@@ -12,7 +12,6 @@ from pycocotools.coco import COCO
 
 from lavis_evlgen.datasets.generate.photos import PHOTOS
 
-
 SHAPES_TINY = {"n_train": 8, "n_val": 3, "n_test": 4, "image_size": 64}
 
 

@@ -12,8 +12,15 @@ from omegaconf import OmegaConf
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.common.paths import config_path
 from lavis_evlgen.datasets.datasets.caption_formats import image_id_from_name, read_eval, read_train
-from tests.datasets.benchmark_fixtures import (FLICKR, KARPATHY_COCO, NOCAPS, write_coco, write_flickr,
-                                               write_json, write_nocaps)
+from tests.datasets.benchmark_fixtures import (
+    FLICKR,
+    KARPATHY_COCO,
+    NOCAPS,
+    write_coco,
+    write_flickr,
+    write_json,
+    write_nocaps,
+)
 
 PROCESSORS = {"vis_processor": {"train": {"name": "blip_image_eval", "image_size": 32},
                                 "eval": {"name": "blip_image_eval", "image_size": 32}}}

@@ -1,7 +1,6 @@
 """Pre-training data: CapFilt lists (packed records) and webdataset shards."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
