@@ -9,6 +9,7 @@ import argparse
 import os
 from typing import Sequence
 
+import yaml
 from lavis.common.config import Config
 from lavis.common.registry import registry
 from omegaconf import DictConfig, OmegaConf
@@ -32,7 +33,7 @@ def load_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> Dic
         raise ConfigError(f"--cfg-path: no such file: {cfg_path}")
     try:
         return OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(list(options)))
-    except (OmegaConfBaseException, ValueError) as err:
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"--cfg-path/--options: cannot read the config: {err}") from err
 
 
