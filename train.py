@@ -8,7 +8,7 @@ Resume exactly with ``--options run.resume_ckpt_path=<output_dir>/<job>/checkpoi
 import sys
 
 import lavis_evlgen  # noqa: F401  registers the plugin before the config is read
-from lavis_evlgen.common.launch import main
+from lavis_evlgen.runners.launch import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], evaluate_only=False))

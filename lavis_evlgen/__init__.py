@@ -1,9 +1,10 @@
 """lavis-evlgen: EVLGen for Salesforce LAVIS.
 
-Importing this package registers every model, dataset builder, task, processor and runner of the
-plugin with ``lavis.common.registry`` and records where the plugin's configs live
-(``registry.get_path("evlgen_root")``), so LAVIS's own Config, setup_task, build_datasets,
-build_model and runners work on the YAML files under ``projects/`` and ``lavis_evlgen/configs/``.
+Importing this package registers every model, dataset builder, task, runner and learning-rate schedule
+of the plugin with ``lavis.common.registry`` (images and text go through LAVIS's own processors) and
+records where the plugin's configs live (``registry.get_path("evlgen_root")``), so LAVIS's own Config,
+setup_task, build_datasets, build_model and runners work on the YAML files under ``projects/`` and
+``lavis_evlgen/configs/``.
 """
 import warnings
 
@@ -17,7 +18,7 @@ from lavis_evlgen.common.paths import register_paths  # noqa: E402
 
 register_paths()
 
-from lavis_evlgen import datasets, models, processors, runners, tasks  # noqa: E402,F401
+from lavis_evlgen import datasets, models, runners, tasks  # noqa: E402,F401
 from lavis_evlgen.models import load_model_and_preprocess  # noqa: E402
 
 __all__ = ["load_model_and_preprocess"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) from requirements.lock (plus
 # requirements-gpu.lock on a machine with an NVIDIA driver, or when EVLGEN_GPU=1).
-# Idempotent: when the locks and setup.py are unchanged since the last install it returns at once.
+# Idempotent: when the locks and pyproject.toml are unchanged since the last install it returns at once.
 # Every package is installed with --no-deps from exact pins, so no step can pull another torch.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +14,7 @@ if [ "${EVLGEN_GPU:-}" = "1" ] || command -v nvidia-smi >/dev/null 2>&1; then
   locks+=("$root/requirements-gpu.lock")
 fi
 stamp="$venv/.evlgen-installed"
-want=$(cat "${locks[@]}" "$root/setup.py" | sha256sum | cut -d' ' -f1)
+want=$(cat "${locks[@]}" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
   echo "[setup] .venv is up to date"
 else

@@ -18,8 +18,8 @@ def env_table() -> set[str]:
 
 def test_every_environment_variable_is_in_the_table():
     used = set()
-    for folder, pattern in (("lavis_evlgen", "*.py"), ("projects", "*.yaml"), ("lavis_evlgen/configs/datasets", "*.yaml"),
-                            ("run_scripts", "*.sh")):
+    for folder, pattern in (("lavis_evlgen", "*.py"), ("projects", "*.yaml"),
+                            ("lavis_evlgen/configs/datasets", "*.yaml"), ("run_scripts", "*.sh")):
         # In Python, a variable's name is a string ("EVLGEN_CACHE"); bare EVLGEN_* names are constants.
         variable = r"[\"'](EVLGEN_[A-Z0-9_]*[A-Z0-9])[\"']" if pattern == "*.py" else r"\b(EVLGEN_[A-Z0-9_]*[A-Z0-9])\b"
         for path in (REPO / folder).rglob(pattern):

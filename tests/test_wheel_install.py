@@ -24,7 +24,7 @@ print(in_repository(), cache_dir(), type(model).__name__, len(caption))
 def test_wheel_installs_and_loads_a_model_from_any_folder(tmp_path):
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the repository
     shutil.copytree(REPO / "lavis_evlgen", source / "lavis_evlgen", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "setup.py", source)
+    shutil.copy(REPO / "pyproject.toml", source)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)

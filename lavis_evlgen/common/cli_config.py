@@ -9,6 +9,8 @@ import argparse
 import os
 from typing import Sequence
 
+import yaml
+from lavis.common.config import Config
 from lavis.common.registry import registry
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -16,22 +18,30 @@ from omegaconf.errors import OmegaConfBaseException
 from lavis_evlgen.common.config_check import ConfigError
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``--cfg-path`` (required) and ``--options`` to ``parser``."""
-    parser.add_argument("--cfg-path", required=True, help="path to the experiment YAML")
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None,
+                         help: str = "path to the experiment YAML") -> argparse.ArgumentParser:
+    """Add ``--cfg-path`` (required unless a ``default`` is given) and ``--options`` to ``parser``."""
+    parser.add_argument("--cfg-path", required=default is None, default=default, help=help)
     parser.add_argument("--options", nargs="+", default=[],
                         help="override config settings: key=value ... (e.g. run.max_iters=100)")
     return parser
 
 
-def load_config(cfg_path: str, options: Sequence[str] = ()) -> DictConfig:
+def load_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> DictConfig:
     """The YAML at ``cfg_path`` with ``options`` applied (ConfigError for an unreadable file or option)."""
     if not os.path.isfile(cfg_path):
         raise ConfigError(f"--cfg-path: no such file: {cfg_path}")
     try:
         return OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(list(options)))
-    except (OmegaConfBaseException, ValueError) as err:
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"--cfg-path/--options: cannot read the config: {err}") from err
+
+
+def lavis_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> Config:
+    """LAVIS's ``Config`` of the YAML with ``options``: the run section, the model section over its type's
+    defaults and each data set over its builder's defaults (ConfigError for an unreadable file or option)."""
+    load_config(cfg_path, options)
+    return Config(argparse.Namespace(cfg_path=str(cfg_path), options=list(options)))
 
 
 def model_type_config(arch: str, model_type: str | None = None) -> DictConfig:

@@ -3,12 +3,11 @@
 Each patch names the LAVIS line it fixes. Everything else is done by subclassing and registering
 (see ``lavis_evlgen.runners.runner_evlgen`` and ``lavis_evlgen.common.distributed``).
 """
+import lavis.common.optims  # noqa: F401  lr_sched classes register only when this module is imported
 import torch
 import torch.distributed as dist
 from lavis.common import dist_utils
 from lavis.common.logger import SmoothedValue
-
-import lavis.common.optims  # noqa: F401  lr_sched classes register only when this module is imported
 
 
 def _synchronize_meter(self: SmoothedValue) -> None:

@@ -34,7 +34,7 @@ def config_path(relative: str) -> str:
 
 def in_repository() -> bool:
     """True when the package is imported from a checkout of the repository (not an installed wheel)."""
-    return (REPO_ROOT / "setup.py").is_file() and (REPO_ROOT / "projects").is_dir()
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "projects").is_dir()
 
 
 def cache_dir() -> Path:

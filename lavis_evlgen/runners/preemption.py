@@ -3,8 +3,9 @@
 SLURM (``--signal``, ``scancel``) and Kubernetes send one of these signals some time before they kill a
 job. :class:`PreemptionWatch` records the first one; after every optimizer step (and its periodic save)
 the runner sums every rank's record in a one-number all-reduce, so all ranks stop after the same step,
-rank 0 writes a checkpoint and every process leaves with :data:`EXIT_PREEMPTED`. A second signal ends the process at once with status
-``128 + signal number`` (the shell's convention for a death by signal), without a checkpoint.
+rank 0 writes a checkpoint and every process leaves with :data:`EXIT_PREEMPTED`. A second signal ends the
+process at once with status ``128 + signal number`` (the shell's convention for a death by signal), without
+a checkpoint.
 """
 from __future__ import annotations
 

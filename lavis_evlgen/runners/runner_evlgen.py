@@ -51,22 +51,28 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
 
 import lavis_evlgen.common.lr_schedules  # noqa: F401  registers linear_warmup_cosine_iter_lr
-from lavis_evlgen.common.checkpoint import (CheckpointManager, CheckpointSaveError, capture_rng_state,
-                                            load_checkpoint, load_trainable_state_dict, restore_rng_state,
-                                            seed_all, trainable_state_dict)
+from lavis_evlgen.common.checkpoint import (
+    CheckpointManager,
+    CheckpointSaveError,
+    capture_rng_state,
+    load_checkpoint,
+    load_trainable_state_dict,
+    restore_rng_state,
+    seed_all,
+    trainable_state_dict,
+)
 from lavis_evlgen.common.config_check import ConfigError, optional_number, require
 from lavis_evlgen.common.distributed import all_gather_object, all_reduce_sum, broadcast_object
-from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
 from lavis_evlgen.common.paths import cache_dir
+from lavis_evlgen.common.precision import AMP_DTYPES, resolve_precision
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.datasets.feature_cache import apply_feature_cache
-from lavis_evlgen.runners.tracking import build_tracker, check_report_to
 from lavis_evlgen.runners.global_batch import accumulation_steps, check_global_batch
-from lavis_evlgen.runners.ratio_loader import RatioTrainLoader, read_ratios
 from lavis_evlgen.runners.preemption import Preempted, PreemptionWatch
+from lavis_evlgen.runners.ratio_loader import RatioTrainLoader, read_ratios
 from lavis_evlgen.runners.resume import run_signature, signature_changes
+from lavis_evlgen.runners.tracking import LOSS_LOG, build_tracker, check_report_to
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader, eval_loader
-from lavis_evlgen.tools.loss_curve import LOSS_LOG
 
 logger = logging.getLogger(__name__)
 

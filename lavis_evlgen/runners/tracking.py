@@ -3,7 +3,8 @@
 ``run.report_to`` chooses. TensorBoard writes its event files into the job folder beside ``log.txt``
 (``tensorboard --logdir <run.output_dir>``). W&B is used only if the user installed ``wandb``; it runs
 offline unless ``WANDB_MODE`` says otherwise, so a cluster node without a network loses nothing
-(``wandb sync`` uploads later). Only rank 0 writes.
+(``wandb sync`` uploads later). Only rank 0 writes. Independently of the choice, the runner appends every
+step's loss to ``LOSS_LOG`` in the job folder, which ``lavis_evlgen.tools.loss_curve`` plots.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from lavis_evlgen.common.config_check import ConfigError
 
 REPORT_TO = ("tensorboard", "wandb", "none")
+LOSS_LOG = "train_loss.jsonl"  # one JSON line per optimizer step in the job folder: iteration, loss, lr
 
 
 def check_report_to(run: DictConfig) -> str:

@@ -28,8 +28,8 @@ from lavis.common.registry import registry
 from lavis.tasks.vqa import VQATask
 
 from lavis_evlgen.common.config_check import ConfigError
-from lavis_evlgen.common.spacy_english import INSTALL_HINT, installed_pipeline
 from lavis_evlgen.common.distributed import all_reduce_sum
+from lavis_evlgen.common.spacy_english import INSTALL_HINT, installed_pipeline
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.tasks.results import merge_rank_results
 from lavis_evlgen.tasks.vqa_metrics import vqa_accuracy

@@ -39,6 +39,7 @@ from torch import nn
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.checkpoint import seed_all
+from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config
 from lavis_evlgen.common.config_check import DEFAULT_RUNNER
 from lavis_evlgen.common.distributed import init_distributed
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
@@ -218,18 +219,17 @@ def sources(runner, model: nn.Module) -> list[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
     parser = argparse.ArgumentParser(description="Time a training config's step, with a per-part breakdown.")
-    parser.add_argument("--cfg-path", required=True)
+    add_config_arguments(parser)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (each measurement)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides, key=value")
     args = parser.parse_args(argv)
     if args.steps < 2 or args.warmup < 0:
         parser.error("--steps must be at least 2 and --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    cfg = Config(argparse.Namespace(cfg_path=args.cfg_path, options=args.options))
+    cfg = lavis_config(args.cfg_path, args.options)
     with temporary_runner(cfg) as runner:
         model = runner.unwrap_dist_model(runner.model)
         use = sources(runner, model)

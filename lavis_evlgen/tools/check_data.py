@@ -20,12 +20,11 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lavis.common.config import Config
 from lavis.common.registry import registry
 from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin
-
+from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
 
@@ -135,11 +134,10 @@ def report(checks: list[Check]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check that the data a config names is there and readable.")
-    parser.add_argument("--cfg-path", required=True)
+    add_config_arguments(parser)
     parser.add_argument("--read", type=int, default=8, help="files (or shards) read per split")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides, key=value")
     args = parser.parse_args(argv)
-    cfg = Config(argparse.Namespace(cfg_path=args.cfg_path, options=args.options))
+    cfg = lavis_config(args.cfg_path, args.options)
     checks = [c for name, data_cfg in cfg.datasets_cfg.items() for c in check_dataset(name, data_cfg, args.read)]
     print(report(checks))
     return 0 if all(c.ok for c in checks) else 1

@@ -29,10 +29,11 @@ from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state_dict
+from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config, model_type_config
 from lavis_evlgen.common.paths import REPO_ROOT
 from lavis_evlgen.models.tome import parse_r
 from lavis_evlgen.tools.merge_map import colour_map, merge_map
-from lavis_evlgen.tools.quickstart import build_model, model_defaults, photo_set
+from lavis_evlgen.tools.quickstart import build_model, photo_set
 
 DEFAULT_CFG = REPO_ROOT / "projects/evlgen/train/quickstart.yaml"
 EXAMPLES_PER_SET = 6
@@ -110,7 +111,7 @@ def load_demo(cfg_path: str | os.PathLike, checkpoint: Optional[str] = None, unt
     ``checkpoint`` defaults to ``<run.output_dir>/<run.job_id>/checkpoint_best.pth``; ``untrained`` keeps the
     freshly built connector (for a look at merging before training).
     """
-    cfg = Config(argparse.Namespace(cfg_path=str(cfg_path), options=list(options or [])))
+    cfg = lavis_config(cfg_path, options or [])
     run = cfg.run_cfg
     model = build_model(cfg)
     if not untrained:
@@ -120,7 +121,7 @@ def load_demo(cfg_path: str | os.PathLike, checkpoint: Optional[str] = None, unt
             raise FileNotFoundError(f"--checkpoint: no trained model at {path}; run `bash run_scripts/quickstart.sh` "
                                     "first, pass --checkpoint, or --untrained")
         load_trainable_state_dict(model, load_checkpoint(path)["model"], str(path))
-    vis_cfg = model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type).preprocess.vis_processor.eval
+    vis_cfg = model_type_config(cfg.model_cfg.arch, cfg.model_cfg.model_type).preprocess.vis_processor.eval
     demo = DemoModel(model, load_processor(vis_cfg.name, vis_cfg), max_len=int(run.get("max_len", 30)),
                      repetition_penalty=float(run.get("repetition_penalty", 1.0)))
     return demo, example_images(cfg)
@@ -133,7 +134,7 @@ def example_images(cfg: Config) -> list[str]:
         test = registry.get_builder_class(name)(data_cfg).build_datasets().get("test")
         if test is not None and hasattr(test, "annotation"):
             paths += [str(Path(test.vis_root) / a["image"]) for a in test.annotation[:EXAMPLES_PER_SET]]
-    photos = photo_set(model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
+    photos = photo_set(model_type_config(cfg.model_cfg.arch, cfg.model_cfg.model_type))
     return paths + [str(Path(photos.vis_root) / a["image"]) for a in photos.annotation]
 
 
@@ -185,10 +186,9 @@ def build_app(demo: DemoModel, examples: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Browser demo of a trained EVLGen model (Gradio, localhost).")
-    parser.add_argument("--cfg-path", default=str(DEFAULT_CFG), help="the training config of the model")
+    add_config_arguments(parser, default=str(DEFAULT_CFG), help="the training config of the model")
     parser.add_argument("--checkpoint", default=None, help="default: <run.output_dir>/<run.job_id>/checkpoint_best.pth")
     parser.add_argument("--untrained", action="store_true", help="serve the freshly built model, no checkpoint")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides, key=value")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)

@@ -63,7 +63,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin before any config is read
-from lavis_evlgen.common.launch import main as launch_main
+from lavis_evlgen.runners.launch import main as launch_main
 from lavis_evlgen.runners.preemption import EXIT_PREEMPTED
 
 SCENARIOS = ("kill", "kill-2proc", "preempt", "preempt-2proc", "corrupt", "broken", "broken-video", "webdataset")

@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 import lavis_evlgen  # noqa: F401  registers the builders
+from lavis_evlgen.common.cli_config import add_config_arguments, load_config
+from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.runners.train_loader import SkipCountingCollate
 
@@ -71,26 +73,25 @@ def measure(dataset: Dataset, workers: int, batch_size: int, batches: int, warmu
 def dataset_configs(cfg_path: str, options: Sequence[str]) -> tuple[dict[str, DictConfig], DictConfig]:
     """Each builder's config (its default by ``type``, merged with the file's ``datasets`` section) and
     the file's ``run`` section."""
-    config = OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(list(options)))
+    config = load_config(cfg_path, options)
     if not config.get("datasets"):
-        raise ValueError(f"{cfg_path}: no 'datasets' section")
+        raise ConfigError(f"{cfg_path}: no 'datasets' section")
     unknown = [name for name in config.datasets if registry.get_builder_class(name) is None]
     if unknown:
-        raise ValueError(f"datasets: unknown builder(s) {unknown}")
+        raise ConfigError(f"datasets: unknown builder(s) {unknown}")
     merged = Config.build_dataset_config(config).datasets
     return {name: merged[name] for name in config.datasets}, config.get("run") or OmegaConf.create()
 
 
 def main(argv: Sequence[str] | None = None) -> list[tuple[str, str, int, Throughput]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg-path", required=True, help="experiment or dataset YAML with a 'datasets' section")
+    add_config_arguments(parser, help="experiment or dataset YAML with a 'datasets' section")
     parser.add_argument("--workers", type=int, nargs="+", default=None,
                         help="worker counts to try (default: run.num_workers, else 4)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: run.batch_size_train, else 32")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first (worker start-up)")
     parser.add_argument("--split", default=None, help="split to read (default: train, else the first)")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides key=value ...")
     args = parser.parse_args(argv)
     configs, run = dataset_configs(args.cfg_path, args.options)
     workers = args.workers or [int(run.get("num_workers", 4))]

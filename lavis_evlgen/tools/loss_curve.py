@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-LOSS_LOG = "train_loss.jsonl"
+from lavis_evlgen.runners.tracking import LOSS_LOG
 
 
 def read_losses(run_dir: Path) -> list[tuple[int, float]]:

@@ -31,11 +31,13 @@ import numpy as np
 import torch
 from lavis.common.config import Config
 from lavis.common.registry import registry
+from omegaconf import OmegaConf
 from PIL import Image
 
 import lavis_evlgen  # noqa: F401  registers the plugin
-from lavis_evlgen.common.paths import REPO_ROOT
 from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state_dict
+from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config, model_type_config
+from lavis_evlgen.common.paths import REPO_ROOT, config_path
 from lavis_evlgen.datasets.generate.shapes_caption import most_frequent_caption
 from lavis_evlgen.embedded import prepare_embedded
 from lavis_evlgen.tasks.caption_metrics import coco_caption_scores
@@ -85,20 +87,13 @@ class Phases:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
 
-def load_config(cfg_path: str, options: list[str]) -> Config:
-    args = argparse.Namespace(cfg_path=cfg_path, options=options)
-    return Config(args)
-
-
 def build_split(name: str, cfg: Any, split: str):
     return registry.get_builder_class(name)(cfg).build_datasets()[split]
 
 
 def photo_set(model_cfg: Any):
     """The scikit-image photos, processed as the model expects."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(lavis_evlgen.common.paths.config_path(f"datasets/{PHOTO_BUILDER}/defaults.yaml"))
+    cfg = OmegaConf.load(config_path(f"datasets/{PHOTO_BUILDER}/defaults.yaml"))
     cfg = cfg.datasets[PHOTO_BUILDER]
     cfg.vis_processor = model_cfg.preprocess.vis_processor
     return build_split(PHOTO_BUILDER, cfg, "test")
@@ -186,8 +181,7 @@ def training_seconds(log_txt: Path) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="EVLGen quickstart on the embedded default (CPU).")
-    parser.add_argument("--cfg-path", default=str(REPO_ROOT / DEFAULT_CFG))
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides, key=value")
+    add_config_arguments(parser, default=str(REPO_ROOT / DEFAULT_CFG))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     steps = Steps(total=7)
@@ -201,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     phases.end("weights")
 
     steps("Generating the data (shapes captions, scikit-image photos; cached)")
-    cfg = load_config(args.cfg_path, args.options)
+    cfg = lavis_config(args.cfg_path, args.options)
     run = cfg.run_cfg
     (name, data_cfg), = cfg.datasets_cfg.items()
     shapes = registry.get_builder_class(name)(data_cfg).build_datasets()
     test = shapes["test"]
-    photos = photo_set(model_defaults(cfg.model_cfg.arch, cfg.model_cfg.model_type))
+    photos = photo_set(model_type_config(cfg.model_cfg.arch, cfg.model_cfg.model_type))
     print(f"  {len(shapes['train'])} training captions, {len(test)} test images, {len(photos)} photos")
     phases.end("data")
 
@@ -264,13 +258,6 @@ def split_train_py(phases: Phases, marks: dict[str, float], log_txt: Path) -> No
         phases.add("model build and feature cache", setup)
     phases.add(f"training ({iterations} steps)", train_s)
     phases.add("validation and test", max(total - setup - train_s, 0.0))
-
-
-def model_defaults(arch: str, model_type: str):
-    """The default config of a model type (its ``model`` and ``preprocess`` sections)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.load(registry.get_model_class(arch).default_config_path(model_type))
 
 
 def report_captions(test, test_caps: dict[int, str], photos, photo_caps: dict[int, str], shown: int = 6) -> None:

@@ -33,6 +33,7 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401
+from lavis_evlgen.common.cli_config import model_type_config
 from lavis_evlgen.common.paths import cache_dir, config_path
 from lavis_evlgen.datasets.generate.moving_shapes import DIRECTIONS
 from lavis_evlgen.datasets.generate.shapes_scene import COLORS, SHAPES
@@ -60,7 +61,7 @@ def clips(root: Path) -> dict:
 
 def build(tokenizer: str, vocab_size: int, frame_positions: int, seed: int):
     cls = registry.get_model_class("evlgen_video_opt")
-    cfg = OmegaConf.load(cls.default_config_path("tiny")).model
+    cfg = model_type_config("evlgen_video_opt", "tiny").model
     cfg.temporal.frame_positions = frame_positions
     cfg.llm.tokenizer = tokenizer
     cfg.llm.config.update(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, init_std=0.2,

@@ -15,8 +15,15 @@ import torch
 from torch import nn
 
 from lavis_evlgen.common import checkpoint as ckpt
-from lavis_evlgen.common.checkpoint import (CheckpointManager, atomic_save, capture_rng_state, load_checkpoint,
-                                            load_trainable_state_dict, restore_rng_state, trainable_state_dict)
+from lavis_evlgen.common.checkpoint import (
+    CheckpointManager,
+    atomic_save,
+    capture_rng_state,
+    load_checkpoint,
+    load_trainable_state_dict,
+    restore_rng_state,
+    trainable_state_dict,
+)
 
 
 def state(iteration: int) -> dict:

@@ -4,8 +4,13 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from lavis_evlgen.common.distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_object,
-                                             init_distributed)
+from lavis_evlgen.common.distributed import (
+    all_gather_object,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    init_distributed,
+)
 
 
 def test_single_process_on_cpu(monkeypatch):

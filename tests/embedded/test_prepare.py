@@ -14,8 +14,8 @@ from transformers import AutoTokenizer, BertModel
 
 from lavis_evlgen.common.paths import REPO_ROOT
 from lavis_evlgen.embedded import LICENCES, EmbeddedSourceMissing, prepare_embedded
-from lavis_evlgen.embedded.prepare import PARTS, NotEnoughDiskSpace
 from lavis_evlgen.embedded.manifest import MANIFEST_NAME, sha256_file
+from lavis_evlgen.embedded.prepare import PARTS, NotEnoughDiskSpace
 from lavis_evlgen.embedded.sources import MINILM, Licence, Source, locate
 
 

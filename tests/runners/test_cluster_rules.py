@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lavis_evlgen.common.launch import EXIT_SAVE_FAILED, main
+from lavis_evlgen.runners.launch import EXIT_SAVE_FAILED, main
 from lavis_evlgen.runners.preemption import PreemptionWatch
 from lavis_evlgen.runners.resume import job_id_for, run_signature, signature_changes
 from tests.runners.tiny_run import experiment, write_caption_data, write_experiment

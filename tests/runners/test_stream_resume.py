@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from lavis_evlgen.datasets.datasets.webdataset_shards import ShardCaptionStream, ShardStream
-from lavis_evlgen.datasets.stream_state import find_streams
 from lavis_evlgen.runners.ratio_loader import RatioTrainLoader
 from lavis_evlgen.runners.train_loader import ResumableTrainLoader
 from tests.datasets.benchmark_fixtures import write_shards

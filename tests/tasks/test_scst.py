@@ -15,8 +15,8 @@ from pycocoevalcap.cider.cider import Cider
 
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.common.config_check import ConfigError
-from lavis_evlgen.common.launch import main
 from lavis_evlgen.models.word_tokenizer import write_word_tokenizer
+from lavis_evlgen.runners.launch import main
 from lavis_evlgen.tasks.cider_d import CiderD, words
 from lavis_evlgen.tasks.scst import SCSTCaptionTask
 

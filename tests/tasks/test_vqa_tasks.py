@@ -11,8 +11,8 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401
-from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.common import spacy_english
+from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.tasks.gqa import EvlgenGQATask
 from lavis_evlgen.tasks.results import unique_by
 from lavis_evlgen.tasks.vqa import BLIP2_PROMPT, EvlgenVQATask

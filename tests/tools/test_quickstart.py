@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-from lavis_evlgen.common.paths import REPO_ROOT
 from lavis_evlgen.tools.quickstart import grounding
 
 
@@ -58,7 +57,8 @@ def test_training_seconds_reads_the_runner_stats_of_the_last_run(tmp_path):
 
     log = tmp_path / "log.txt"
     config = json.dumps({"run": {"max_iters": 4}}, indent=4)
-    stats = [{"train_iteration": 2, "train_seconds_per_iter": 9.0}, {"train_iteration": 4, "train_seconds_per_iter": 9.0},
+    stats = [{"train_iteration": 2, "train_seconds_per_iter": 9.0},
+             {"train_iteration": 4, "train_seconds_per_iter": 9.0},
              {"train_iteration": 3, "train_seconds_per_iter": 1.5}, {"val_agg_metrics": 0.5},
              {"train_iteration": 5, "train_seconds_per_iter": 0.5}]
     log.write_text(config + "\n" + "\n".join(json.dumps(s) for s in stats) + "\n")

@@ -1,8 +1,9 @@
 """COCO, Flickr30K and NoCaps captions from the public files, every path from the dataset config.
 
 Builders: ``evlgen_coco_caption`` (Karpathy train / val / test; the train split is the pre-training
-COCO data; dataset types ``eval`` and ``train`` hold only those splits), ``evlgen_flickr30k_caption`` (Karpathy test), ``evlgen_nocaps`` (val, with each image's
-in-domain / near-domain / out-domain label as ``dataset.domains``).
+COCO data; dataset types ``eval`` and ``train`` hold only those splits), ``evlgen_flickr30k_caption``
+(Karpathy test), ``evlgen_nocaps`` (val, with each image's in-domain / near-domain / out-domain label as
+``dataset.domains``).
 
 ``build_info``::
 

@@ -125,10 +125,13 @@ def generate_moving_shapes(root: Path, seed: int = 0, n_train: int = 800, n_val:
     described = {}
     for split in SPLITS:
         items, described[split] = [], []
+        frames = None
         for i, motion in enumerate(_motions(split, counts[split], seed, image_size)):
             path = f"videos/{split}/{i:06d}.mp4"
-            # the second clip of a test pair is the first one's frames in reverse order, exactly
-            frames = frames[::-1] if split == "test" and i % 2 else render_clip(motion, image_size, num_frames)
+            if split == "test" and i % 2:  # the second clip of a test pair: the first one's frames reversed
+                frames = frames[::-1]
+            else:
+                frames = render_clip(motion, image_size, num_frames)
             write_mp4(root / path, frames, fps=fps)
             extra = {"direction": motion.direction, "color_kind": f"{motion.color} {motion.kind}"}
             items.append(CaptionedVideo(path, ID_OFFSET[split] + i, captions(motion),

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lavis_evlgen.datasets.generate.coco_format import (
-    CaptionedImage, train_entries, write_eval_split, write_json)
+from lavis_evlgen.datasets.generate.coco_format import CaptionedImage, train_entries, write_eval_split, write_json
 from lavis_evlgen.datasets.generate.manifest import clear, is_current, write_manifest
 from lavis_evlgen.datasets.generate.shapes_render import render
 from lavis_evlgen.datasets.generate.shapes_scene import captions, sample_scene

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from datetime import datetime
 from typing import Sequence
@@ -22,13 +21,11 @@ from lavis.common.dist_utils import get_rank
 from lavis.common.logger import setup_logger
 from lavis.common.registry import registry
 from lavis.tasks import setup_task
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from lavis_evlgen.common.checkpoint import CheckpointSaveError, seed_all
+from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config, load_config
 from lavis_evlgen.common.config_check import DEFAULT_RUNNER, ConfigError, check_config
-from lavis_evlgen.common.distributed import (broadcast_object, describe_process, init_distributed,
-                                             shutdown_distributed)
+from lavis_evlgen.common.distributed import broadcast_object, describe_process, init_distributed, shutdown_distributed
 from lavis_evlgen.runners.preemption import EXIT_PREEMPTED, Preempted
 from lavis_evlgen.runners.resume import job_id_for
 from lavis_evlgen.runners.runner_evlgen import NonFiniteLossError
@@ -38,30 +35,13 @@ EXIT_NONFINITE_LOSS = 3
 EXIT_SAVE_FAILED = 5
 
 
-def parse_args(argv: Sequence[str], description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--cfg-path", required=True, help="path to the experiment YAML")
-    parser.add_argument("--options", nargs="+", default=[],
-                        help="override config settings: key=value ... (e.g. run.max_iters=100)")
-    return parser.parse_args(list(argv))
-
-
-def merged_config(args: argparse.Namespace) -> DictConfig:
-    """The experiment YAML with ``--options`` applied (ConfigError for an unreadable file or option)."""
-    if not os.path.isfile(args.cfg_path):
-        raise ConfigError(f"--cfg-path: no such file: {args.cfg_path}")
-    try:
-        return OmegaConf.merge(OmegaConf.load(args.cfg_path), OmegaConf.from_dotlist(args.options))
-    except (OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(f"--cfg-path/--options: cannot read the config: {err}") from err
-
-
 def main(argv: Sequence[str], evaluate_only: bool) -> int:
     """Run training (or evaluation) for a LAVIS config; returns the process exit status."""
-    args = parse_args(argv, "Evaluate a model" if evaluate_only else "Train a model")
+    parser = argparse.ArgumentParser(description="Evaluate a model" if evaluate_only else "Train a model")
+    args = add_config_arguments(parser).parse_args(list(argv))
     try:
-        check_config(merged_config(args), evaluate_only=evaluate_only)
-        cfg = Config(args)
+        check_config(load_config(args.cfg_path, args.options), evaluate_only=evaluate_only)
+        cfg = lavis_config(args.cfg_path, args.options)
         if evaluate_only:
             cfg.run_cfg.evaluate = True
         run(cfg, evaluate_only)
