@@ -11,7 +11,8 @@ def load_model_and_preprocess(name: str, model_type: str | None = None, is_eval:
     if model_type is None:
         model_cls = registry.get_model_class(name)
         if model_cls is None:
-            raise ValueError(f"unknown model name '{name}'; registered: {sorted(registry.mapping['model_name_mapping'])}")
+            raise ValueError(f"unknown model name '{name}'; "
+                             f"registered: {sorted(registry.mapping['model_name_mapping'])}")
         model_type = getattr(model_cls, "default_model_type", lambda: None)()
         if not model_type:
             raise ValueError(f"model '{name}' has no default type: pass model_type explicitly")
@@ -26,9 +27,6 @@ def refresh_model_zoo() -> None:
                            for name, cls in registry.mapping["model_name_mapping"].items()}
 
 
-from lavis_evlgen.models import evlgen  # noqa: E402,F401  (register with LAVIS)
-from lavis_evlgen.models import evlgen_video  # noqa: E402,F401  (register with LAVIS)
-
-from lavis_evlgen.models import blip2  # noqa: E402,F401  (BLIP-2 baselines, register with LAVIS)
+from lavis_evlgen.models import blip2, evlgen, evlgen_video  # noqa: E402,F401  (each registers its models)
 
 refresh_model_zoo()

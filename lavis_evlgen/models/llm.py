@@ -11,8 +11,14 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from transformers import (AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoTokenizer,
-                          PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (
+    AttentionInterface,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from lavis_evlgen.common.precision import attention_in_fp32, cpu_has_native_bf16, fp32

@@ -45,7 +45,6 @@ from lavis.models.eva_vit import Block as EvaBlock
 from torch import nn
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Layer
 
-
 # Attention scale of the contextualizer: 1 / sqrt of the head's query width (Eq. 6) or of all heads' (release).
 TEMPORAL_SCALES = ("head_dim", "qk_dim")
 

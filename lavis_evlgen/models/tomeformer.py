@@ -30,8 +30,14 @@ from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
 from lavis_evlgen.common.precision import attention
-from lavis_evlgen.models.tome import (bipartite_soft_matching, merge_mask, merge_source, merge_wavg, parse_r,
-                                      token_counts)
+from lavis_evlgen.models.tome import (
+    bipartite_soft_matching,
+    merge_mask,
+    merge_source,
+    merge_wavg,
+    parse_r,
+    token_counts,
+)
 
 MERGE_MODES = ("mean", "wavg")
 

@@ -45,9 +45,6 @@ from lavis_evlgen.common.distributed import init_distributed
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 
 PARTS = ("ViT", "connector forward", "LLM forward", "LLM backward", "connector backward", "optimizer")
-LLM_ATTRIBUTES = ("llm", "opt_model", "llm_model")
-
-
 @dataclass
 class Spread:
     """Median, quartiles and extremes of a list of durations in seconds."""
@@ -136,12 +133,9 @@ class PartClock:
 
 
 def frozen_llm(model: nn.Module) -> Optional[nn.Module]:
-    """The model's frozen language model (EVLGen's ``llm``, LAVIS BLIP-2's ``opt_model``/``llm_model``)."""
-    for name in LLM_ATTRIBUTES:
-        llm = getattr(model, name, None)
-        if isinstance(llm, nn.Module) and hasattr(llm, "base_model"):
-            return llm
-    return None
+    """The model's frozen language model (``llm`` of every model with a visual prompt; None for BLIP-2 stage 1)."""
+    llm = getattr(model, "llm", None)
+    return llm if isinstance(llm, nn.Module) else None
 
 
 def timed_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> dict[str, float]:

@@ -345,15 +345,15 @@ def test_blip2_eval_configs_evaluate_as_evlgens_do(benchmark):
     differ = {"output_dir", "job_id"}
     assert {k: v for k, v in blip2.run.items() if k not in differ} == \
         {k: v for k, v in evlgen.run.items() if k not in differ}
-    assert {p.stem for p in BLIP2_REPRO_EVAL.glob("*.yaml")} == {f"{b}_opt2.7b" for b in
-                                                                ("coco", "flickr30k", "nocaps", "vqav2", "okvqa", "gqa")}
+    benchmarks = ("coco", "flickr30k", "nocaps", "vqav2", "okvqa", "gqa")
+    assert {p.stem for p in BLIP2_REPRO_EVAL.glob("*.yaml")} == {f"{b}_opt2.7b" for b in benchmarks}
 
 
 def test_blip2_gqa_config_evaluates_a_stage2_checkpoint_end_to_end(tmp_path, monkeypatch):
     """projects/blip2_repro/eval/gqa_opt2.7b.yaml's data and run sections as they are, on a tiny stage-2 run."""
     import json
 
-    from lavis_evlgen.common.launch import main
+    from lavis_evlgen.runners.launch import main
     from tests.datasets.benchmark_fixtures import write_gqa
 
     answers = write_gqa(tmp_path / "data")

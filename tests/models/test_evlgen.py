@@ -94,7 +94,8 @@ def test_checkpoint_round_trip_and_author_keys(tmp_path):
     torch.save({"model": trained}, tmp_path / "ours.pth")
     authors = {}
     for k, v in trained.items():
-        k = k.replace("tomeformer.", "VLconnector.", 1).replace("proj1.", "VL_proj.", 1).replace("proj2.", "opt_proj.", 1)
+        for ours, theirs in (("tomeformer.", "VLconnector."), ("proj1.", "VL_proj."), ("proj2.", "opt_proj.")):
+            k = k.replace(ours, theirs, 1)
         authors[k] = v
     torch.save({"model": authors}, tmp_path / "authors.pth")
     for name in ("ours.pth", "authors.pth"):
@@ -115,6 +116,7 @@ def test_bad_checkpoint_is_rejected(tmp_path):
 
 def test_missing_weights_name_the_config_key(tmp_path):
     from omegaconf import OmegaConf
+
     from lavis_evlgen.models.evlgen import EVLGenOPT
 
     cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model
@@ -147,6 +149,7 @@ def test_lemmatizer_loads_the_pinned_pipeline_and_absent_gives_clear_message(mon
 
 def _tiny_opt_with(**options):
     from omegaconf import OmegaConf
+
     from lavis_evlgen.models.evlgen import EVLGenOPT
 
     cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 import lavis_evlgen
 from lavis_evlgen.common.config_check import check_config
-from lavis_evlgen.common.launch import main
 from lavis_evlgen.models.weights import MissingWeightsError
+from lavis_evlgen.runners.launch import main
 
 torch.set_num_threads(1)
 ARCHS = {"evlgen_video_opt": "evlgen_opt", "evlgen_video_vicuna": "evlgen_vicuna"}
@@ -81,7 +81,8 @@ def test_a_few_training_steps_of_each_aggregation(aggregation):
     model = build("evlgen_video_opt", frame_aggregation=aggregation)
     model.train()
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
-    expected = {"ln_vision", "proj1", "tomeformer", "proj2"} | ({"temporal"} if aggregation == "temporal+mean" else set())
+    expected = {"ln_vision", "proj1", "tomeformer", "proj2"}
+    expected |= {"temporal"} if aggregation == "temporal+mean" else set()
     assert trainable == expected
     frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
     params = [p for p in model.parameters() if p.requires_grad]

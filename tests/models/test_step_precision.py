@@ -39,7 +39,8 @@ def test_fp32_attention_step_matches_fp32_and_bf16_attention_within_bf16_noise()
     model, batch = _model(), _batch()
     ref_loss, ref_grads = _loss_and_grads(model, batch, Precision("cpu", torch.float32, "t"))
     loss, grads = _loss_and_grads(model, batch, Precision("cpu", torch.bfloat16, "t"))
-    old_loss, old_grads = _loss_and_grads(model, batch, Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16"))
+    old_loss, old_grads = _loss_and_grads(model, batch,
+                                          Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16"))
     assert _relative(loss, ref_loss) < 1e-2 and _relative(old_loss, ref_loss) < 1e-2
     # bf16 gradients of a width-32 random model (with bf16 merge scores) are far from fp32 either way
     # (about 0.4-0.5 relative here): fp32 attention must not add to that distance.

@@ -11,8 +11,7 @@ from torch import nn
 from transformers import Dinov2Config, Dinov2Model
 
 import lavis_evlgen  # noqa: F401
-from lavis_evlgen.models.temporal import (FrameCount, TemporalBlock, TemporalContextualizer,
-                                          add_temporal_modules)
+from lavis_evlgen.models.temporal import FrameCount, TemporalBlock, TemporalContextualizer, add_temporal_modules
 from lavis_evlgen.models.vision import HFVisionEncoder, build_vision_encoder
 
 torch.set_num_threads(1)

@@ -2,8 +2,14 @@
 import pytest
 import torch
 
-from lavis_evlgen.models.tome import (bipartite_soft_matching, merge_mask, merge_source, merge_wavg, parse_r,
-                                      token_counts)
+from lavis_evlgen.models.tome import (
+    bipartite_soft_matching,
+    merge_mask,
+    merge_source,
+    merge_wavg,
+    parse_r,
+    token_counts,
+)
 
 
 def reference_merge(metric, x, r, class_token, size=None):

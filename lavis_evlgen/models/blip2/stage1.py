@@ -19,15 +19,20 @@ from lavis.common.registry import registry
 from lavis.models.blip2_models.blip2_qformer import Blip2Qformer
 from omegaconf import DictConfig
 
-from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer, build_qformer_tokenizer,
-                                             ensure_process_group, with_image_features)
+from lavis_evlgen.models.blip2.parts import (
+    build_frozen_vision,
+    build_qformer,
+    build_qformer_tokenizer,
+    ensure_process_group,
+    with_image_features,
+)
 from lavis_evlgen.models.loading import BLIP2_KEYS
 from lavis_evlgen.models.model_types import PluginModelTypes
 
 
 @registry.register_model("blip2_stage1")
 class Blip2Stage1(PluginModelTypes, Blip2Qformer):
-    """BLIP-2's first stage, LAVIS's class with offline builders (config keys: see lavis_evlgen/configs/models/blip2_stage1)."""
+    """BLIP-2's first stage: LAVIS's class with offline builders (keys: lavis_evlgen/configs/models/blip2_stage1)."""
 
     DEFAULT_MODEL_TYPE = "pretrain"
     KEY_MAP = BLIP2_KEYS

@@ -35,12 +35,16 @@ from torch import nn
 
 from lavis_evlgen.common.config_check import optional_flag
 from lavis_evlgen.models.answering import AnswerByGeneration
-from lavis_evlgen.models.blip2.parts import (build_frozen_vision, build_qformer, copy_text_ffn_to_queries,
-                                             with_image_features)
+from lavis_evlgen.models.blip2.parts import (
+    build_frozen_vision,
+    build_qformer,
+    copy_text_ffn_to_queries,
+    with_image_features,
+)
 from lavis_evlgen.models.blip2.weights import load_stage1
+from lavis_evlgen.models.llm import build_llm, freeze
 from lavis_evlgen.models.loading import BLIP2_KEYS
 from lavis_evlgen.models.model_types import PluginModelTypes
-from lavis_evlgen.models.llm import build_llm, freeze
 from lavis_evlgen.models.visual_prompt import VisualPromptLM, layout_options
 
 
@@ -103,7 +107,7 @@ class Blip2Stage2(AnswerByGeneration, VisualPromptLM, PluginModelTypes, Blip2OPT
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Blip2Stage2":
-        """Build from a ``model`` section; ``stage1_checkpoint``, then ``finetuned`` or ``pretrained`` (LAVIS's rule)."""
+        """Build from a ``model`` section; ``stage1_checkpoint``, then ``finetuned``/``pretrained`` (LAVIS's rule)."""
         model = cls(cfg)
         if optional_flag(cfg, "match_embedding_scale", "model"):
             model.match_embedding_scale()
