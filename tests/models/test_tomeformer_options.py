@@ -320,9 +320,10 @@ def test_bad_values_name_the_config_key(keys, match):
 
 
 # ---------------------------------------------------------------- variable-length soft prompts in the LLM
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the LLM input puts a soft prompt's padding between its last token and the "
-                   "text, and Llama's loss counts positions over padding: llm_inputs must move the visual padding "
-                   "first and caption_loss pass position_ids = mask.cumsum(1) - 1 (with both, this passes)")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the LLM input puts a soft prompt's padding between its last token and the text, and "
+                   "Llama's loss counts positions over padding: llm_inputs must move the visual padding first and "
+                   "caption_loss pass position_ids = mask.cumsum(1) - 1 (with both, this passes)")
 @pytest.mark.parametrize("name", ["evlgen_opt", "evlgen_vicuna"])
 def test_mixed_length_soft_prompts_give_one_at_a_time_loss_and_captions(name):
     """Threshold merging gives the tiny model's images 9 to 17 tokens; the padded soft prompts in a batch
