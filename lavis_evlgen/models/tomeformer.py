@@ -183,13 +183,14 @@ class TomeFormer(nn.Module):
                            threshold: float | list[float | None] | None = None) -> None:
         """Set how much each layer merges, e.g. on a loaded checkpoint before evaluating: r (``parse_r``) or
         a final token count ``tokens`` (r per layer from ``r_for_tokens`` for each input length), and the
-        similarity ``threshold`` (``parse_threshold``; None turns it off). Give r or tokens, not both."""
+        similarity ``threshold`` (``parse_threshold``; None turns it off). Give r or tokens, not both. With
+        tokens, ``r_per_layer`` is None: ``merge_schedule(num_tokens)`` gives the r of each layer."""
         if (r is None) == (tokens is None):
             raise ValueError(f"give the TomeFormer r or tokens, not both or neither (r={r!r}, tokens={tokens!r})")
         if tokens is not None:
             if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
                 raise ValueError(f"tokens must be a positive int, got {tokens!r}")
-            self.r_per_layer = [0] * self.num_layers
+            self.r_per_layer = None                                       # depends on the input length
             self.target_tokens = tokens
         else:
             self.set_r(r)
