@@ -24,7 +24,8 @@ REFERENCE = Path(__file__).parent / "fixtures" / "tomeformer_reference.pt"
 
 @pytest.mark.parametrize("case", ["mean", "mean_masked", "wavg_proportional_masked"])
 def test_default_path_equals_the_reference_outputs(case):
-    """Outputs of the TomeFormer as it was before these options (float64, fixed weights, saved in the fixture)."""
+    """Outputs of the TomeFormer as it was before these options (commit 32bffec; float64, fixed weights, seed 0,
+    inputs and weights saved with them in the fixture)."""
     ref = torch.load(REFERENCE)
     expected = ref["cases"][case]
     model = TomeFormer.from_config(BertConfig(**ref["config"]), ref["r"], **expected["kwargs"]).double().eval()
