@@ -32,7 +32,7 @@ from lavis_evlgen.models.tome import bipartite_soft_matching, merge_mask, pad_to
 from lavis_evlgen.models.tomeformer import TomeFormer
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
-BISECTION_STEPS = 40
+BISECTION_STEPS = 24
 NO_MERGE = 1.01  # above any cosine similarity
 
 

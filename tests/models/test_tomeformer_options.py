@@ -350,3 +350,21 @@ def test_mixed_length_soft_prompts_give_one_at_a_time_loss_and_captions(name):
         for beams in (1, 3):
             captions = model.generate(samples, num_beams=beams, max_length=6)
             assert captions == [model.generate(item, num_beams=beams, max_length=6)[0] for item in items]
+
+
+def test_encode_image_passes_condition_text_to_a_conditioned_tomeformer():
+    from lavis_evlgen.models.evlgen_opt import EVLGenOPT
+    from tests.models.test_evlgen import batch
+
+    cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model
+    cfg.tomeformer = {"bert": str(minilm_path()), "num_layers": 2, "r": 2, "condition": True}
+    torch.manual_seed(0)
+    model = EVLGenOPT.from_config(cfg).eval()
+    samples = batch(1)
+    with torch.no_grad():
+        colour = model.encode_image({**samples, "condition_text": ["what colour is it?"]})
+        count = model.encode_image({**samples, "condition_text": ["how many shapes are there?"]})
+    assert colour[0].shape == count[0].shape == (1, 13, model.llm.config.hidden_size)
+    assert not torch.allclose(colour[0], count[0], atol=1e-4)
+    with pytest.raises(ValueError, match="condition_text"):
+        model.encode_image(samples)
