@@ -6,9 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformers import BertConfig
 
+from lavis_evlgen.models.tomeformer import TomeFormer
 from lavis_evlgen.tools.calibrate_merging import calibrate_thresholds, main, summary
-from tests.models.test_tomeformer import small_tomeformer
+from tests.models.test_tomeformer import SMALL
+
+LAYERS = 4
+
+
+def small_tomeformer(r: int) -> TomeFormer:
+    torch.manual_seed(0)
+    return TomeFormer.from_config(BertConfig(**{**SMALL, "num_hidden_layers": LAYERS}), r).eval()
 
 
 def _images(seed=0):
@@ -29,8 +38,8 @@ def test_calibrated_thresholds_hit_the_target_mean_and_spread_the_counts(target)
     model = small_tomeformer(r=4)
     batches = _images()
     caps, thresholds = calibrate_thresholds(model, batches, target)
-    assert len(caps) == len(thresholds) == 12
-    assert model.r_per_layer == [4] * 12 and model.thresholds is None        # the model's schedule is restored
+    assert len(caps) == len(thresholds) == LAYERS
+    assert model.r_per_layer == [4] * LAYERS and model.thresholds is None        # the model's schedule is restored
     model.set_merge_schedule(r=caps, threshold=thresholds)
     counts = summary(model, batches)
     assert abs(counts["mean"] - target) <= 1.0
