@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertConfig
 
-from lavis_evlgen.common.config_check import optional_flag, optional_probability
+from lavis_evlgen.common.config_check import ConfigError, optional_flag, optional_probability
 from lavis_evlgen.models.answering import AnswerByGeneration
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.loading import EVLGEN_KEYS
@@ -60,25 +60,42 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     """TomeFormer from a local BERT (``model.tomeformer.bert``) or randomly from ``model.tomeformer.config``.
 
     ``model.tomeformer.dropout`` (optional) sets the hidden and attention dropout of every layer, replacing
-    the BERT config's (0.1 for BERT and MiniLM).
+    the BERT config's (0.1 for BERT and MiniLM). Off unless set (see ``TomeFormer``): ``threshold`` (number or
+    per-layer list, r becomes each layer's cap), ``tokens`` (final token count instead of r), ``random_tokens``
+    ([low, high] drawn per training step), ``condition`` (question-conditioned merging; needs ``bert``).
     """
     dropout = optional_probability(cfg, "dropout", "model.tomeformer")
+    condition = optional_flag(cfg, "condition", "model.tomeformer")
+    tokens = cfg.get("tokens")
     options = dict(
-        r=OmegaConf.to_container(cfg.r) if OmegaConf.is_config(cfg.get("r")) else cfg.get("r", 0),  # list: per layer
+        r=None if tokens is not None else _plain(cfg.get("r", 0)),  # list: per layer
         merge_mode=cfg.get("merge_mode", "mean"),
         proportional_attention=cfg.get("proportional_attention", False),
+        threshold=_plain(cfg.get("threshold")), tokens=tokens, random_tokens=_plain(cfg.get("random_tokens")),
+        condition=condition,
     )
-    if cfg.get("bert"):
-        path = require_weights(cfg.bert, "model.tomeformer.bert")
-        return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), dropout=dropout, **options)
-    settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
-    if cfg.get("num_layers"):
-        settings["num_hidden_layers"] = cfg.num_layers
-    if dropout is not None:
-        settings["hidden_dropout_prob"] = settings["attention_probs_dropout_prob"] = dropout
-    return TomeFormer.from_config(BertConfig(**settings), **options)
+    if condition and not cfg.get("bert"):
+        raise ConfigError("model.tomeformer.condition needs model.tomeformer.bert (its word embeddings and tokenizer)")
+    try:
+        if cfg.get("bert"):
+            path = require_weights(cfg.bert, "model.tomeformer.bert")
+            return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), dropout=dropout,
+                                              **options)
+        settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
+        if cfg.get("num_layers"):
+            settings["num_hidden_layers"] = cfg.num_layers
+        if dropout is not None:
+            settings["hidden_dropout_prob"] = settings["attention_probs_dropout_prob"] = dropout
+        return TomeFormer.from_config(BertConfig(**settings), **options)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"model.tomeformer: {err}") from err
 
 
+def _plain(value: Any) -> Any:
+    """A config list as a Python list (other values unchanged)."""
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 @registry.register_model("evlgen")
@@ -143,13 +160,16 @@ class EVLGen(AnswerByGeneration, VisualPromptLM, PluginModelTypes, BaseModel):
 
         Takes ``samples["image"]`` through the frozen ViT, or precomputed ViT outputs from
         ``samples["image_features"]`` ([B, N, D_vit], with an optional ``image_features_mask``).
+        ``samples["condition_text"]`` (one question per image) conditions a TomeFormer built with
+        ``model.tomeformer.condition``.
         """
         mask = samples.get("image_features_mask")
         if "image_features" in samples:
             feats = samples["image_features"].float()
         else:
             feats = self.vision_features(samples["image"])
-        out = self.tomeformer(self.proj1(self.ln_vision(feats)), attention_mask=mask)
+        out = self.tomeformer(self.proj1(self.ln_vision(feats)), attention_mask=mask,
+                              **self.tomeformer.condition_inputs(samples.get("condition_text"), feats.device))
         embeds = self.proj2(out.last_hidden_state)
         atts = out.attention_mask.long()
         return (embeds, atts, out.source) if return_source else (embeds, atts)

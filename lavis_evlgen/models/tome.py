@@ -50,19 +50,34 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
-def _padded_priority(node_max: torch.Tensor, mask: torch.Tensor, r: int, protected: int) -> torch.Tensor:
+def _valid_pairs(node_max: torch.Tensor, mask: torch.Tensor, protected: int) -> torch.Tensor:
+    """[B, Ta] bool: valid A tokens (not the class token) with a valid partner (mask already valid-first)."""
+    valid_pair = mask[:, ::2] & (node_max > float("-inf"))
+    if protected:
+        valid_pair[:, 0] = False
+    return valid_pair
+
+
+def _merge_quota(node_max: torch.Tensor, mask: torch.Tensor, r: int, protected: int,
+                 threshold: float | None) -> torch.Tensor:
+    """[B] merges each item makes alone: min(r, cap), and with a threshold no more than its valid A tokens
+    whose best match scores at least the threshold."""
+    quota = ((mask.sum(dim=1) - protected) // 2).clamp(max=r)
+    if threshold is not None:
+        above = _valid_pairs(node_max, mask, protected) & (node_max >= threshold)
+        quota = torch.minimum(quota, above.sum(dim=1))
+    return quota
+
+
+def _padded_priority(node_max: torch.Tensor, mask: torch.Tensor, quota: torch.Tensor, protected: int) -> torch.Tensor:
     """Rank A tokens for merging when some tokens are padding (mask already valid-first).
 
-    Order: the valid merges the item would make alone (its top min(r, cap) valid A tokens by score), then
+    Order: the valid merges the item would make alone (its top ``quota`` [B] valid A tokens by score), then
     padded A tokens with a padded partner, then further valid A tokens, then A tokens without a partner of
     their own kind. node_max [B, Ta] is -inf where an A token has no such partner.
     """
-    valid_a = mask[:, ::2]                                            # [B, Ta]
     feasible = node_max > float("-inf")                               # [B, Ta]
-    valid_pair = valid_a & feasible
-    if protected:
-        valid_pair[:, 0] = False
-    quota = ((mask.sum(dim=1) - protected) // 2).clamp(max=r)         # [B] merges of the item alone
+    valid_pair = _valid_pairs(node_max, mask, protected)
     valid_scores = node_max.masked_fill(~valid_pair, float("-inf"))
     by_score = valid_scores.sort(dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(by_score).scatter_(
@@ -75,12 +90,18 @@ def _padded_priority(node_max: torch.Tensor, mask: torch.Tensor, r: int, protect
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = True,
-                            mask: torch.Tensor | None = None) -> tuple[MergeFn, MergeFn]:
+                            mask: torch.Tensor | None = None,
+                            threshold: float | None = None) -> tuple[MergeFn, MergeFn]:
     """Match tokens for one ToMe step and return ``(merge, unmerge)``.
 
     metric [B, T, C] (attention keys averaged over heads); r tokens are removed, capped at
     (T - protected) // 2 with protected = 1 when ``class_token`` (position 0, never merged, stays first).
     mask [B, T] bool, True = valid (with a class token, position 0 must be valid).
+
+    threshold (needs ``mask``): each item merges only its valid A tokens whose best match has cosine
+    similarity >= threshold, at most r (the item's own count k); the tensor loses max k tokens, and an item
+    with fewer merges drops padding instead, so the caller must give each item at least 2 (max k - k)
+    padding tokens (``pad_tokens`` with 2 r is always enough) and may drop the padding left (``compact``).
 
     ``merge(x, mode="mean")``: x [B, T, C] -> [B, T - r, C], ordered as [class token, unmerged A tokens in
     their input order, B tokens]. "mean" averages each B token with every A token merged into it (the
@@ -101,6 +122,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
                              f"{tuple(mask.shape)}")
         if class_token and not bool(mask[:, 0].all()):
             raise ValueError("mask marks the class token (position 0) as padding")
+    elif threshold is not None:
+        raise ValueError("threshold merging needs a mask (pad with pad_tokens)")
 
     with torch.no_grad():
         if mask is not None:
@@ -113,7 +136,14 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
         if mask is not None:
             scores.masked_fill_(mask[:, ::2, None] != mask[:, None, 1::2], float("-inf"))
         node_max, node_idx = scores.max(dim=-1)                            # [B, Ta] best B for each A
-        priority = node_max if mask is None else _padded_priority(node_max, mask, r, protected)
+        if mask is None:
+            priority = node_max
+        else:
+            quota = _merge_quota(node_max, mask, r, protected, threshold)  # [B]
+            if threshold is not None:
+                r = int(quota.max())                                      # r = 0 still orders tokens [A, B],
+                _check_threshold_padding(mask, quota, r)                  # as an item merging 0 of r does
+            priority = _padded_priority(node_max, mask, quota, protected)
         if class_token:
             priority[:, 0] = float("-inf")
         edges = priority.sort(dim=-1, descending=True, stable=True).indices  # [B, Ta]
@@ -153,6 +183,26 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
         return out
 
     return merge, unmerge
+
+
+def _check_threshold_padding(mask: torch.Tensor, quota: torch.Tensor, r: int) -> None:
+    short = (~mask).sum(dim=1) < 2 * (r - quota)
+    if bool(short.any()):
+        raise ValueError(f"threshold merging removes {r} tokens, but items {short.nonzero()[:, 0].tolist()} "
+                         f"lack the padding to drop for the merges they skip (pad with pad_tokens)")
+
+
+def pad_tokens(x: torch.Tensor, count: int, value: float = 0.0) -> torch.Tensor:
+    """x [B, T, ...] -> [B, T + count, ...], the new tokens filled with ``value`` (a bool x gets False)."""
+    fill = x.new_full((x.shape[0], count, *x.shape[2:]), False if x.dtype == torch.bool else value)
+    return torch.cat([x, fill], dim=1)
+
+
+def compact(mask: torch.Tensor) -> torch.Tensor:
+    """Index [B, K] that moves each item's valid tokens first (in order) and keeps K = the most valid
+    tokens of any item: ``x.gather`` with it drops the padding no item needs."""
+    keep = int(mask.sum(dim=1).max())
+    return (~mask).to(torch.uint8).sort(dim=1, stable=True).indices[:, :keep]
 
 
 def _padding_weights(mask: torch.Tensor, src_idx: torch.Tensor,
@@ -236,3 +286,52 @@ def token_counts(num_tokens: int, r_list: Sequence[int], class_token: bool = Tru
         num_tokens -= max(0, min(r, (num_tokens - protected) // 2))
         counts.append(num_tokens)
     return counts
+
+
+def parse_threshold(threshold: float | Sequence[float | None] | None, num_layers: int) -> list[float | None] | None:
+    """Similarity thresholds per layer: None (off, fixed r), a number (every layer) or a list with one
+    number or None (that layer merges its full r) per layer."""
+    if threshold is None:
+        return None
+    values = list(threshold) if isinstance(threshold, Sequence) and not isinstance(threshold, str) else \
+        [threshold] * num_layers
+    if len(values) != num_layers:
+        raise ValueError(f"threshold as a list must have one entry per layer ({num_layers}), got length {len(values)}")
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"threshold entries must be numbers or None, got {value!r}")
+    return [None if value is None else float(value) for value in values]
+
+
+def r_for_tokens(num_tokens: int, target: int, num_layers: int, class_token: bool = True) -> list[int]:
+    """Per-layer r that takes ``num_tokens`` down to exactly ``target`` tokens, as even as the merge caps allow:
+    the smallest constant r whose capped schedule reaches the target, one less in later layers where that
+    overshoots, then the last layers trimmed to land exactly (ValueError when the caps make it unreachable)."""
+    lowest = _final_tokens(num_tokens, [num_tokens] * num_layers, class_token)
+    if not lowest <= target <= num_tokens:
+        raise ValueError(f"cannot reach {target} tokens from {num_tokens} in {num_layers} layers "
+                         f"(reachable: {lowest} to {num_tokens})")
+    if target == num_tokens:
+        return [0] * num_layers
+    top = next(c for c in range(1, num_tokens + 1)
+               if _final_tokens(num_tokens, [c] * num_layers, class_token) <= target)
+    schedule = next(s for m in range(num_layers + 1)
+                    for s in [[top] * m + [top - 1] * (num_layers - m)]
+                    if _final_tokens(num_tokens, s, class_token) <= target)
+    schedule = _capped(num_tokens, schedule, class_token)
+    excess = target - _final_tokens(num_tokens, schedule, class_token)
+    for layer in reversed(range(num_layers)):
+        cut = min(excess, schedule[layer])
+        schedule[layer] -= cut
+        excess -= cut
+    return schedule
+
+
+def _capped(num_tokens: int, schedule: Sequence[int], class_token: bool) -> list[int]:
+    """The merges each layer really makes (r capped as in the matching)."""
+    counts = token_counts(num_tokens, schedule, class_token)
+    return [before - after for before, after in zip([num_tokens, *counts], counts)]
+
+
+def _final_tokens(num_tokens: int, schedule: Sequence[int], class_token: bool) -> int:
+    return token_counts(num_tokens, schedule, class_token)[-1]

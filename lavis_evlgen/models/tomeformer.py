@@ -18,6 +18,17 @@ with 6 layers, 42,923,520.
 
 The source map (which input tokens each output token covers) is always returned: one [B, T, N] 0/1
 tensor per layer, far cheaper than the layer's attention.
+
+Beyond the paper (each off by default; off, the arithmetic is the paper's):
+
+* ``threshold``: adaptive budgets. A layer merges only the tokens whose best match is at least that similar
+  (at most r), so a simple image ends with fewer tokens than a busy one; items of a batch then differ in
+  length and the output's ``attention_mask`` marks each item's tokens.
+* ``tokens`` / ``random_tokens``: one model, many budgets. The per-layer r is derived from a final token
+  count (``r_for_tokens``): fixed, or drawn per training forward from a range (Matryoshka Query Transformer's
+  idea for a merging connector) so that one checkpoint serves any count in it at inference
+  (``set_merge_schedule``).
+* ``condition``: question-conditioned merging (see ``forward``).
 """
 from __future__ import annotations
 
@@ -26,17 +37,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import AutoTokenizer, BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
 from lavis_evlgen.common.precision import attention
 from lavis_evlgen.models.tome import (
     bipartite_soft_matching,
+    compact,
     merge_mask,
     merge_source,
     merge_wavg,
+    pad_tokens,
     parse_r,
-    token_counts,
+    parse_threshold,
+    r_for_tokens,
 )
 
 MERGE_MODES = ("mean", "wavg")
@@ -45,7 +59,8 @@ MERGE_MODES = ("mean", "wavg")
 @dataclass
 class TomeFormerOutput:
     """last_hidden_state [B, T, H]; attention_mask [B, T] long (1 valid); source [B, T, N] 0/1 in the
-    hidden state's dtype (input tokens covered by each output token); tokens_per_layer: T after each layer."""
+    hidden state's dtype (input tokens covered by each output token); tokens_per_layer: T after each layer
+    (with a threshold, the longest item's count; each item's own final count is ``attention_mask.sum(1)``)."""
 
     last_hidden_state: torch.Tensor
     attention_mask: torch.Tensor
@@ -57,8 +72,10 @@ class VisualEmbeddings(nn.Module):
     """BERT's embedding block for visual tokens given as inputs_embeds: adds the token-type-0 and position
     embeddings, then LayerNorm and dropout (BertEmbeddings without word embeddings)."""
 
-    def __init__(self, bert_embeddings: BertEmbeddings):
+    def __init__(self, bert_embeddings: BertEmbeddings, keep_word_embeddings: bool = False):
         super().__init__()
+        if keep_word_embeddings:
+            self.word_embeddings = bert_embeddings.word_embeddings.requires_grad_(False)
         self.position_embeddings = bert_embeddings.position_embeddings
         self.token_type_embeddings = bert_embeddings.token_type_embeddings
         self.LayerNorm = bert_embeddings.LayerNorm
@@ -72,6 +89,17 @@ class VisualEmbeddings(nn.Module):
         x = x + self.token_type_embeddings.weight[0] + self.position_embeddings.weight[:num_tokens]
         return self.dropout(self.LayerNorm(x))
 
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """BERT's embedding of text as a second segment: word + position (from 0) + token type 1 (0 when
+        the checkpoint has one type), LayerNorm, dropout. input_ids [B, L] -> [B, L, H]."""
+        length = input_ids.shape[1]
+        if length > self.position_embeddings.num_embeddings:
+            raise ValueError(f"{length} condition tokens exceed the BERT max_position_embeddings "
+                             f"({self.position_embeddings.num_embeddings})")
+        token_type = self.token_type_embeddings.weight[min(1, self.token_type_embeddings.num_embeddings - 1)]
+        x = self.word_embeddings(input_ids) + token_type + self.position_embeddings.weight[:length]
+        return self.dropout(self.LayerNorm(x))
+
 
 class TomeFormer(nn.Module):
     """BERT encoder over visual tokens with token merging between attention and MLP in every layer.
@@ -80,36 +108,45 @@ class TomeFormer(nn.Module):
     class_token: position 0 is never merged. merge_mode: "mean" (plain average, the paper) or "wavg"
     (average weighted by the number of input tokens each token covers, ToMe). proportional_attention:
     add log(size) to the attention logits of each key (ToMe); off by default.
+
+    Off by default: threshold (``parse_threshold``: a layer merges only tokens at least that similar, r its
+    cap); tokens (final token count, replaces r by ``r_for_tokens``); random_tokens ((low, high): in training,
+    each forward draws its final count uniformly from [low, high] with torch's global generator, so runs
+    repeat from the seed); condition (keep BERT's word embeddings, frozen, to embed question tokens).
     """
 
     def __init__(self, bert: BertModel, r: int | list[int] | tuple[int, float], class_token: bool = True,
-                 merge_mode: str = "mean", proportional_attention: bool = False):
+                 merge_mode: str = "mean", proportional_attention: bool = False,
+                 threshold: float | list[float | None] | None = None, tokens: int | None = None,
+                 random_tokens: tuple[int, int] | list[int] | None = None, condition: bool = False):
         super().__init__()
         _check_config(bert.config)
         if merge_mode not in MERGE_MODES:
             raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got '{merge_mode}'")
         self.config = bert.config
-        self.embeddings = VisualEmbeddings(bert.embeddings)
+        self.embeddings = VisualEmbeddings(bert.embeddings, keep_word_embeddings=condition)
         self.encoder = nn.ModuleDict({"layer": bert.encoder.layer})
         self.class_token = class_token
         self.merge_mode = merge_mode
         self.proportional_attention = proportional_attention
-        self.set_r(r)
+        self.condition = condition
+        self.tokenizer = None
+        self.set_merge_schedule(r=r, tokens=tokens, threshold=threshold)
+        self.random_tokens = _check_random_tokens(random_tokens)
 
     @classmethod
-    def from_config(cls, bert_config: BertConfig, r: int | list[int] | tuple[int, float], class_token: bool = True,
-                    merge_mode: str = "mean", proportional_attention: bool = False) -> "TomeFormer":
-        """Randomly initialised (BERT's init) from a BertConfig."""
-        return cls(BertModel(bert_config, add_pooling_layer=False), r, class_token, merge_mode,
-                   proportional_attention)
+    def from_config(cls, bert_config: BertConfig, r: int | list[int] | tuple[int, float], **options) -> "TomeFormer":
+        """Randomly initialised (BERT's init) from a BertConfig; ``options`` as the constructor takes them."""
+        return cls(BertModel(bert_config, add_pooling_layer=False), r, **options)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, r: int | list[int] | tuple[int, float],
-                        num_hidden_layers: int | None = None, class_token: bool = True, merge_mode: str = "mean",
-                        proportional_attention: bool = False, dropout: float | None = None) -> "TomeFormer":
+                        num_hidden_layers: int | None = None, dropout: float | None = None,
+                        **options) -> "TomeFormer":
         """Load a local BERT checkpoint folder (config.json + model.safetensors or pytorch_model.bin),
         optionally keeping only its first ``num_hidden_layers`` layers; ``dropout`` replaces the checkpoint's
-        hidden and attention dropout probabilities (None keeps them)."""
+        hidden and attention dropout probabilities (None keeps them). With ``condition`` the folder's
+        tokenizer is loaded too (``self.tokenizer``)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no BERT checkpoint at {path} (expected a folder with config.json and weights)")
@@ -123,21 +160,68 @@ class TomeFormer(nn.Module):
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         bert, info = BertModel.from_pretrained(path, config=config, add_pooling_layer=False, local_files_only=True,
                                                output_loading_info=True)
-        missing = [key for key in info["missing_keys"] if not key.startswith("embeddings.word_embeddings")]
+        condition = options.get("condition", False)
+        missing = [key for key in info["missing_keys"]
+                   if condition or not key.startswith("embeddings.word_embeddings")]
         if missing:
             raise ValueError(f"BERT checkpoint at {path} lacks weights the TomeFormer needs: {missing}")
-        return cls(bert, r, class_token, merge_mode, proportional_attention)
+        model = cls(bert, r, **options)
+        if condition:
+            model.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return model
 
     @property
     def num_layers(self) -> int:
         return len(self.encoder["layer"])
 
     def set_r(self, r: int | list[int] | tuple[int, float]) -> None:
-        """Set the tokens merged per layer (see ``parse_r``)."""
+        """Set the tokens merged per layer (see ``parse_r``); a final token count set before is dropped."""
         self.r_per_layer = parse_r(r, self.num_layers)
+        self.target_tokens = None
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TomeFormerOutput:
-        """x [B, N, H] projected visual tokens; attention_mask [B, N] (1 valid, 0 padding) or None."""
+    def set_merge_schedule(self, r: int | list[int] | tuple[int, float] | None = None, tokens: int | None = None,
+                           threshold: float | list[float | None] | None = None) -> None:
+        """Set how much each layer merges, e.g. on a loaded checkpoint before evaluating: r (``parse_r``) or
+        a final token count ``tokens`` (r per layer from ``r_for_tokens`` for each input length), and the
+        similarity ``threshold`` (``parse_threshold``; None turns it off). Give r or tokens, not both. With
+        tokens, ``r_per_layer`` is None: ``merge_schedule(num_tokens)`` gives the r of each layer."""
+        if (r is None) == (tokens is None):
+            raise ValueError(f"give the TomeFormer r or tokens, not both or neither (r={r!r}, tokens={tokens!r})")
+        if tokens is not None:
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+                raise ValueError(f"tokens must be a positive int, got {tokens!r}")
+            self.r_per_layer = None                                       # depends on the input length
+            self.target_tokens = tokens
+        else:
+            self.set_r(r)
+        self.thresholds = parse_threshold(threshold, self.num_layers)
+
+    def merge_schedule(self, num_tokens: int) -> list[int]:
+        """The r of each layer for inputs of ``num_tokens`` tokens (a fresh draw in training with random_tokens)."""
+        target = self.target_tokens
+        if self.training and self.random_tokens is not None:
+            low, high = self.random_tokens
+            target = int(torch.randint(low, high + 1, ()))
+        if target is None:
+            return self.r_per_layer
+        return r_for_tokens(num_tokens, min(target, num_tokens), self.num_layers, self.class_token)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                condition: torch.Tensor | None = None,
+                condition_mask: torch.Tensor | None = None) -> TomeFormerOutput:
+        """x [B, N, H] projected visual tokens; attention_mask [B, N] (1 valid, 0 padding) or None.
+
+        condition [B, L] token ids of the question (BERT tokenizer), condition_mask [B, L] (1 valid) or None;
+        needs ``condition=True`` at construction. The question tokens join the visual tokens in every layer's
+        self-attention and MLP but are never merged and are not returned: the visual tokens, and through them
+        the keys that drive merging from the second layer on, depend on the question. This is InstructBLIP's
+        instruction-aware Q-Former (instruction tokens share self-attention with the queries) applied to a
+        connector whose tokens are the visual tokens themselves; it needs no new parameters beyond BERT's own
+        word embeddings, unlike PuMer's text-informed pruning, which scores image tokens by cross-modal
+        attention to the text and drops the low scorers outright (it sits in a fused encoder whose text
+        stream is kept; here the LLM sees only the merged visual tokens, so merging keeps their content
+        rather than discarding it).
+        """
         batch, num_tokens, hidden = x.shape
         if hidden != self.config.hidden_size:
             raise ValueError(f"TomeFormer expects tokens of width {self.config.hidden_size}, got {hidden}")
@@ -147,12 +231,27 @@ class TomeFormer(nn.Module):
                 raise ValueError(f"attention_mask must have shape {(batch, num_tokens)}, "
                                  f"got {tuple(attention_mask.shape)}")
             mask = attention_mask.bool()
+        text, text_mask = self._embed_condition(condition, condition_mask, batch)
         x = self.embeddings(x)
         size = x.new_ones(batch, num_tokens, 1)
         source = torch.eye(num_tokens, dtype=x.dtype, device=x.device).expand(batch, num_tokens, num_tokens)
-        for layer, r in zip(self.encoder["layer"], self.r_per_layer):
-            x, keys = self._attention(layer, x, mask, size)
-            merge, _ = bipartite_soft_matching(keys.mean(dim=1), r, self.class_token, mask)
+        thresholds = self.thresholds or [None] * self.num_layers
+        widths = []
+        for index, (layer, r, threshold) in enumerate(zip(self.encoder["layer"], self.merge_schedule(num_tokens),
+                                                          thresholds)):
+            if text is None:
+                x, keys = self._attention(layer, x, mask, size)
+            else:
+                x, text, keys = self._joint_attention(layer, x, mask, size, text, text_mask)
+            metric = keys.mean(dim=1)
+            if threshold is not None:
+                if mask is None:
+                    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                extra = 2 * r
+                x, size, source, mask, metric = (pad_tokens(x, extra), pad_tokens(size, extra, 1.0),
+                                                 pad_tokens(source, extra), pad_tokens(mask, extra),
+                                                 pad_tokens(metric, extra))
+            merge, _ = bipartite_soft_matching(metric, r, self.class_token, mask, threshold)
             if self.merge_mode == "wavg":
                 x, size = merge_wavg(merge, x, size)
             else:
@@ -160,10 +259,61 @@ class TomeFormer(nn.Module):
             source = merge_source(merge, x, source)
             if mask is not None:
                 mask = merge_mask(merge, mask)
+            if threshold is not None:
+                keep = compact(mask)
+                x, size, source = (t.gather(1, keep[..., None].expand(-1, -1, t.shape[-1])) for t in (x, size, source))
+                mask = mask.gather(1, keep)
             x = layer.output(layer.intermediate(x), x)
+            if text is not None and index < self.num_layers - 1:
+                text = layer.output(layer.intermediate(text), text)
+            widths.append(x.shape[1])
         out_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device) if mask is None else mask.long()
-        return TomeFormerOutput(last_hidden_state=x, attention_mask=out_mask, source=source,
-                                tokens_per_layer=token_counts(num_tokens, self.r_per_layer, self.class_token))
+        return TomeFormerOutput(last_hidden_state=x, attention_mask=out_mask, source=source, tokens_per_layer=widths)
+
+    def condition_inputs(self, texts: list[str] | None, device: torch.device,
+                         max_length: int = 64) -> dict[str, torch.Tensor]:
+        """Forward's ``condition`` and ``condition_mask`` for one question per item, tokenized with this
+        BERT's tokenizer ([CLS] question [SEP], at most ``max_length`` tokens); {} without ``condition``."""
+        if not self.condition:
+            return {}
+        if texts is None:
+            raise ValueError("model.tomeformer.condition is on, but the samples carry no 'condition_text' "
+                             "(one question per image)")
+        if self.tokenizer is None:
+            raise ValueError("model.tomeformer.condition: this TomeFormer has no tokenizer (load it from a BERT "
+                             "checkpoint with model.tomeformer.bert)")
+        tokens = self.tokenizer([texts] if isinstance(texts, str) else list(texts), return_tensors="pt",
+                                padding="longest", truncation=True, max_length=max_length).to(device)
+        return {"condition": tokens.input_ids, "condition_mask": tokens.attention_mask}
+
+    def _embed_condition(self, condition: torch.Tensor | None, condition_mask: torch.Tensor | None,
+                         batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Question tokens [B, L, H] and their mask [B, L] bool, or (None, None) without a condition."""
+        if condition is None:
+            if condition_mask is not None:
+                raise ValueError("condition_mask given without condition")
+            return None, None
+        if not self.condition:
+            raise ValueError("this TomeFormer was built without condition (model.tomeformer.condition: true)")
+        if condition.dim() != 2 or condition.shape[0] != batch:
+            raise ValueError(f"condition must be token ids of shape [{batch}, L], got {tuple(condition.shape)}")
+        if condition_mask is None:
+            condition_mask = torch.ones_like(condition)
+        elif condition_mask.shape != condition.shape:
+            raise ValueError(f"condition_mask must have shape {tuple(condition.shape)}, "
+                             f"got {tuple(condition_mask.shape)}")
+        return self.embeddings.embed_text(condition.long()), condition_mask.bool()
+
+    def _joint_attention(self, layer: BertLayer, x: torch.Tensor, mask: torch.Tensor | None, size: torch.Tensor,
+                         text: torch.Tensor,
+                         text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention over [visual tokens, question tokens] -> (visual [B, T, H], question [B, L, H],
+        visual keys [B, heads, T, head_dim]); question tokens count as size 1 in proportional attention."""
+        tokens = x.shape[1]
+        visual_mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+        joint, keys = self._attention(layer, torch.cat([x, text], dim=1), torch.cat([visual_mask, text_mask], dim=1),
+                                      torch.cat([size, size.new_ones(text.shape[0], text.shape[1], 1)], dim=1))
+        return joint[:, :tokens], joint[:, tokens:], keys[:, :, :tokens]
 
     def _attention(self, layer: BertLayer, x: torch.Tensor, mask: torch.Tensor | None,
                    size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,6 +337,15 @@ class TomeFormer(nn.Module):
         context = attention(query, key, value, attn_mask=bias, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(batch, tokens, hidden)
         return layer.attention.output(context, x), key
+
+
+def _check_random_tokens(value: tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value) or not 1 <= value[0] <= value[1]):
+        raise ValueError(f"random_tokens must be [low, high] with 1 <= low <= high, got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 def _check_config(config: BertConfig) -> None:

@@ -7,9 +7,11 @@ EVLGen, its self-critical sequence scoring and the BLIP-2 stage-2 baseline all l
 The text starts with the BOS token when the tokenizer adds one (OPT's ``</s>``, Llama's ``<s>``;
 ``model.llm.add_bos_token`` overrides the tokenizer). The model prepends its ``prompt`` (``model.prompt``, or
 ``samples["prompt"]``, one string or one per sample) to every caption; text processors do not. Training
-right-pads the text; ``generate`` and sequence scoring left-pad the prompt. Position ids are counted over
-the unmasked positions, as transformers' ``generate`` counts them, so a visual prompt with masked
-positions (merged tokens of variable count) gives each row the positions it would have alone.
+right-pads the text; ``generate`` and sequence scoring left-pad the prompt. A visual prompt with masked
+slots (a variable token count, e.g. from threshold merging) has them moved in front of its tokens, and
+position ids are counted over the unmasked positions, as transformers' ``generate`` counts them, so each
+row gets the loss and captions it gets alone. The prompt texts go to ``encode_image`` as
+``samples["condition_text"]``, for connectors that read the question (the TomeFormer's ``condition``).
 
 Options, each a key of the ``model`` section:
 
@@ -48,6 +50,23 @@ def layout_options(cfg: DictConfig) -> dict[str, Any]:
                 caption_end=cfg.get("caption_end", CAPTION_END),
                 repetition_penalty=optional_number(cfg, "repetition_penalty", "model", lambda v: v > 0,
                                                    "must be a positive number") or 1.0)
+
+
+def batch_size(samples: dict[str, Any]) -> int:
+    """The number of images or clips in ``samples``."""
+    for key in ("image", "image_features", "video"):
+        if key in samples:
+            return samples[key].size(0)
+    raise KeyError("samples need 'image', 'image_features' or 'video'")
+
+
+def padding_first(vis: torch.Tensor, vis_atts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The soft prompt [B, T, D] with its masked slots moved in front of its tokens (order otherwise kept), so
+    the last visual position, which predicts the first text token, is a token."""
+    if bool(vis_atts.bool().all()):
+        return vis, vis_atts
+    order = vis_atts.argsort(dim=1, stable=True)
+    return vis.gather(1, order.unsqueeze(-1).expand_as(vis)), vis_atts.gather(1, order)
 
 
 def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -112,6 +131,7 @@ class VisualPromptLM:
                    text_atts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """LLM input embeddings [B, L, D] and mask [B, L]: [BOS if ``bos_first``][visual prompt][text]."""
         llm_dtype = self.llm.get_input_embeddings().weight.dtype
+        vis, vis_atts = padding_first(vis, vis_atts)
         parts, masks = [vis.to(llm_dtype), self.embed_text(input_ids)], [vis_atts.long(), text_atts.long()]
         if self.bos_first:
             bos = torch.full((vis.size(0), 1), self.tokenizer.bos_token_id, device=vis.device)
@@ -122,18 +142,18 @@ class VisualPromptLM:
     def caption_prefix(self, samples: dict[str, Any],
                        prompt: Optional[str | list[str]] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Visual prompt + left-padded prompt text: embeddings [B, P, D] and mask [B, P], where captions start."""
-        vis, vis_atts = self.encode_image(samples)
+        prompts = self.prompts_for(samples, batch_size(samples), prompt)
+        vis, vis_atts = self.encode_image({**samples, "condition_text": prompts})
         self.tokenizer.padding_side = "left"
-        tokens = self.tokenizer(self.prompts_for(samples, vis.size(0), prompt), return_tensors="pt",
-                                padding="longest").to(vis.device)
+        tokens = self.tokenizer(prompts, return_tensors="pt", padding="longest").to(vis.device)
         return self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
 
     # ------------------------------------------------------------------ loss and generation
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Captioning loss: cross-entropy on ``text_input`` tokens after the visual prompt and prompt text."""
+        prompts = self.prompts_for(samples, batch_size(samples))
         with self.maybe_autocast():
-            vis, vis_atts = self.encode_image(samples)
-        prompts = self.prompts_for(samples, vis.size(0))
+            vis, vis_atts = self.encode_image({**samples, "condition_text": prompts})
         texts = [p + t + self.caption_end for p, t in zip(prompts, samples["text_input"])]
         self.tokenizer.padding_side = "right"
         tokens = self.tokenizer(texts, return_tensors="pt", padding="longest", truncation=True,

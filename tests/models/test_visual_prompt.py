@@ -9,10 +9,10 @@ CAPTION = "a red circle"
 
 
 def soft_prompts(width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two soft prompts of 8 slots, the second with four masked slots (4 tokens)."""
+    """Two soft prompts of 8 slots, the second with four masked slots (4 tokens), its last slot among them."""
     g = torch.Generator().manual_seed(0)
     vis = torch.randn(2, 8, width, generator=g) * 2
-    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 1, 0, 1, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 1, 0, 1, 1, 0]])
     return vis, mask
 
 

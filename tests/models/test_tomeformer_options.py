@@ -1,0 +1,374 @@
+"""TomeFormer options beyond the paper: threshold merging, token-count schedules, random budgets and
+question-conditioned merging; and the default path, which must stay the paper's arithmetic."""
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import BertConfig, BertModel
+
+from lavis_evlgen.models.tome import (
+    bipartite_soft_matching,
+    compact,
+    merge_mask,
+    pad_tokens,
+    parse_threshold,
+    r_for_tokens,
+    token_counts,
+)
+from lavis_evlgen.models.tomeformer import TomeFormer
+from tests.models.test_tomeformer import SMALL, minilm_path, small_tomeformer
+
+REFERENCE = Path(__file__).parent / "fixtures" / "tomeformer_reference.pt"
+
+
+@pytest.mark.parametrize("case", ["mean", "mean_masked", "wavg_proportional_masked"])
+def test_default_path_equals_the_reference_outputs(case):
+    """Outputs of the TomeFormer as it was before these options (commit 32bffec; float64, fixed weights, seed 0,
+    inputs and weights saved with them in the fixture)."""
+    ref = torch.load(REFERENCE)
+    expected = ref["cases"][case]
+    model = TomeFormer.from_config(BertConfig(**ref["config"]), ref["r"], **expected["kwargs"]).double().eval()
+    model.load_state_dict(ref["state"])
+    with torch.no_grad():
+        out = model(ref["x"], ref["mask"] if expected["masked"] else None)
+    torch.testing.assert_close(out.last_hidden_state, expected["last_hidden_state"], rtol=0, atol=1e-14)
+    assert out.attention_mask.equal(expected["attention_mask"])
+    assert out.source.equal(expected["source"])
+    assert out.tokens_per_layer == expected["tokens_per_layer"]
+
+
+# ---------------------------------------------------------------- threshold merging, one layer
+def _merged_per_item(metric, r, threshold, mask=None):
+    """Valid tokens each item keeps after one threshold step (padded by 2 r, as the TomeFormer does)."""
+    batch, tokens, _ = metric.shape
+    mask = torch.ones(batch, tokens, dtype=torch.bool) if mask is None else mask
+    merge, _ = bipartite_soft_matching(pad_tokens(metric, 2 * r), r, True, pad_tokens(mask, 2 * r), threshold)
+    return merge_mask(merge, pad_tokens(mask, 2 * r)).sum(dim=1)
+
+
+def test_one_layer_threshold_is_monotone_and_capped_by_r():
+    torch.manual_seed(0)
+    metric = torch.randn(4, 41, 8)
+    metric[1, 20:] = metric[1, :1] + 0.01 * torch.randn(21, 8)             # near-duplicates: many merges
+    kept = [_merged_per_item(metric, 12, t) for t in (-1.1, 0.0, 0.3, 0.6, 0.9, 0.99, 1.01)]
+    for low, high in zip(kept, kept[1:]):
+        assert (high >= low).all()
+    assert kept[0].tolist() == [41 - 12] * 4                              # every pair qualifies: r merges
+    assert kept[-1].tolist() == [41] * 4                                  # none qualifies
+    assert kept[4][1] < kept[4][0]                                        # the near-duplicate item merges more
+
+
+def test_threshold_needs_a_mask_and_enough_padding():
+    metric = torch.randn(2, 11, 4)
+    with pytest.raises(ValueError, match="needs a mask"):
+        bipartite_soft_matching(metric, 3, threshold=0.5)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    metric[0, 2:] = metric[0, 1]                                          # item 0 merges 3, item 1 fewer
+    with pytest.raises(ValueError, match="lack the padding"):
+        bipartite_soft_matching(metric, 3, True, mask, threshold=0.99)
+
+
+def test_compact_moves_valid_tokens_first_and_drops_shared_padding():
+    mask = torch.tensor([[True, False, True, False, False], [False, True, False, False, False]])
+    index = compact(mask)
+    assert index.tolist() == [[0, 2], [1, 0]]
+    assert mask.gather(1, index).tolist() == [[True, True], [True, False]]
+
+
+def test_parse_threshold():
+    assert parse_threshold(None, 3) is None
+    assert parse_threshold(0.5, 2) == [0.5, 0.5]
+    assert parse_threshold([0.9, None, 1], 3) == [0.9, None, 1.0]
+    with pytest.raises(ValueError, match="one entry per layer"):
+        parse_threshold([0.9], 3)
+    with pytest.raises(ValueError, match="numbers or None"):
+        parse_threshold(["high", 0.1], 2)
+
+
+# ---------------------------------------------------------------- threshold merging, TomeFormer
+def _scene_batch(noise=0.05):
+    """Item 0: 65 random tokens (a busy image); item 1: 4 distinct tokens repeated, plus noise (a simple one)."""
+    torch.manual_seed(0)
+    busy = torch.randn(65, 32)
+    simple = torch.randn(4, 32).repeat_interleave(16, dim=0)
+    simple = torch.cat([torch.randn(1, 32), simple]) + noise * torch.randn(65, 32)
+    return torch.stack([busy, simple]).double()
+
+
+def test_threshold_minus_inf_equals_fixed_r():
+    x = _scene_batch()
+    fixed = small_tomeformer(r=4).double()
+    adaptive = small_tomeformer(r=4, threshold=float("-inf")).double()
+    with torch.no_grad():
+        a, b = fixed(x), adaptive(x)
+    assert b.tokens_per_layer == a.tokens_per_layer
+    assert b.attention_mask.all()
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, rtol=0, atol=1e-12)
+    assert b.source.equal(a.source)
+
+
+def test_threshold_above_one_merges_nothing():
+    x = _scene_batch()
+    with torch.no_grad():
+        out = small_tomeformer(r=4, threshold=1.01).double()(x)
+        plain = small_tomeformer(r=0).double()(x)
+    assert out.tokens_per_layer == [65] * 12
+    torch.testing.assert_close(out.last_hidden_state, plain.last_hidden_state, rtol=0, atol=1e-12)
+
+
+def test_simple_image_ends_with_fewer_tokens_and_higher_thresholds_never_give_fewer():
+    """Across layers a higher threshold could in principle give fewer tokens (the later layers see other
+    tokens); on these inputs the counts are monotone, and one layer (above) is monotone by construction."""
+    x = _scene_batch()
+    counts = []
+    for threshold in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99):
+        with torch.no_grad():
+            out = small_tomeformer(r=4, threshold=threshold).double()(x)
+        counts.append(out.attention_mask.sum(dim=1))
+        assert out.last_hidden_state.shape[1] == out.tokens_per_layer[-1] == int(counts[-1].max())
+    for low, high in zip(counts, counts[1:]):
+        assert (high >= low).all()
+    middle = counts[3]
+    assert middle[1] < middle[0] and middle[0] > 65 - 48 and middle[1] >= 65 - 48
+
+
+def test_mixed_batch_equals_items_one_at_a_time():
+    x = _scene_batch()
+    model = small_tomeformer(r=4, threshold=0.9).double()
+    with torch.no_grad():
+        batched = model(x)
+        alone = [model(x[i:i + 1]) for i in range(2)]
+    lengths = [a.last_hidden_state.shape[1] for a in alone]
+    assert lengths[0] != lengths[1]
+    assert batched.attention_mask.sum(dim=1).tolist() == lengths
+    for i, one in enumerate(alone):
+        valid = batched.attention_mask[i].bool()
+        assert valid[:lengths[i]].all() and not valid[lengths[i]:].any()   # valid tokens first
+        torch.testing.assert_close(batched.last_hidden_state[i, valid], one.last_hidden_state[0], rtol=0, atol=1e-10)
+        assert batched.source[i, valid].equal(one.source[0])
+
+
+def test_threshold_with_padded_input_matches_the_item_alone():
+    """(More noise than elsewhere: near-duplicate tokens tie in the matching at float rounding.)"""
+    x = _scene_batch(noise=0.3)
+    mask = torch.ones(2, 65, dtype=torch.long)
+    mask[1, 40:] = 0
+    model = small_tomeformer(r=4, threshold=0.9, merge_mode="wavg", proportional_attention=True).double()
+    with torch.no_grad():
+        batched = model(x, mask)
+        alone = model(x[1:, :40])
+    valid = batched.attention_mask[1].bool()
+    torch.testing.assert_close(batched.last_hidden_state[1, valid], alone.last_hidden_state[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(batched.source[1, valid][:, :40], alone.source[0])
+    assert batched.source[1, valid, 40:].sum() == 0                       # no valid token covers padding
+
+
+def test_threshold_gradient_reaches_every_parameter():
+    model = small_tomeformer(r=4, threshold=0.9).train()
+    x = _scene_batch().float().requires_grad_(True)
+    out = model(x)
+    (out.last_hidden_state * out.attention_mask[..., None]).square().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- token-count schedules and random budgets
+def test_r_for_tokens_lands_exactly_and_stays_even():
+    for layers in (6, 12):
+        for target in (9, 17, 29, 45, 100):
+            schedule = r_for_tokens(257, target, layers)
+            assert token_counts(257, schedule)[-1] == target
+    assert r_for_tokens(257, 29, 12) == [19] * 12
+    assert r_for_tokens(257, 45, 6) == [36, 36, 35, 35, 35, 35]
+    for tokens in range(2, 30):
+        for target in range(1, tokens + 1):
+            for class_token in (True, False):
+                try:
+                    schedule = r_for_tokens(tokens, target, 3, class_token)
+                except ValueError:
+                    assert target < token_counts(tokens, [tokens] * 3, class_token)[-1]
+                    continue
+                assert token_counts(tokens, schedule, class_token)[-1] == target
+    with pytest.raises(ValueError, match="reachable: 5 to 257"):
+        r_for_tokens(257, 4, 6)
+
+
+def test_inference_budget_changes_on_one_model():
+    model = small_tomeformer(r=19)
+    x = torch.randn(2, 257, 32)
+    with torch.no_grad():
+        for tokens in (9, 17, 29, 45):
+            model.set_merge_schedule(tokens=tokens)
+            assert model(x).last_hidden_state.shape == (2, tokens, 32)
+        model.set_merge_schedule(r=19)
+        assert model(x).last_hidden_state.shape == (2, 29, 32) and model.target_tokens is None
+    with pytest.raises(ValueError, match="not both"):
+        model.set_merge_schedule(r=19, tokens=29)
+    with pytest.raises(ValueError, match="positive int"):
+        model.set_merge_schedule(tokens=0)
+
+
+def test_random_tokens_draw_per_training_forward_and_repeat_from_the_seed():
+    model = small_tomeformer(r=8, random_tokens=(9, 45)).train()
+    x = torch.randn(1, 129, 32)
+
+    def draws(seed):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return [model(x).last_hidden_state.shape[1] for _ in range(8)]
+
+    first = draws(3)
+    assert first == draws(3)
+    assert first != draws(4)
+    assert all(9 <= n <= 45 for n in first) and len(set(first)) > 3
+    with torch.no_grad():
+        assert model.eval()(x).last_hidden_state.shape[1] == 129 - 12 * 8  # evaluation uses r (or tokens)
+    with pytest.raises(ValueError, match="random_tokens"):
+        small_tomeformer(random_tokens=(10, 5))
+
+
+# ---------------------------------------------------------------- question-conditioned merging
+def conditioned(**kwargs) -> TomeFormer:
+    torch.manual_seed(0)
+    return TomeFormer.from_pretrained(minilm_path(), r=8, condition=True, **kwargs).eval()
+
+
+def test_condition_keeps_bert_word_embeddings_frozen_and_loads_the_tokenizer():
+    model = conditioned()
+    bert = BertModel.from_pretrained(minilm_path(), local_files_only=True)
+    assert model.embeddings.word_embeddings.weight.equal(bert.embeddings.word_embeddings.weight)
+    assert not model.embeddings.word_embeddings.weight.requires_grad
+    assert model.tokenizer("a red circle").input_ids[0] == model.tokenizer.cls_token_id
+    assert "embeddings.word_embeddings.weight" not in TomeFormer.from_pretrained(minilm_path(), r=8).state_dict()
+    with pytest.raises(ValueError, match="condition_text"):
+        model.condition_inputs(None, torch.device("cpu"))
+    assert TomeFormer.from_pretrained(minilm_path(), r=8).condition_inputs(None, torch.device("cpu")) == {}
+
+
+def test_question_changes_the_merges_and_never_reaches_the_output():
+    model = conditioned()
+    x = torch.randn(1, 65, 384).repeat(2, 1, 1)
+    inputs = model.condition_inputs(["what colour is the circle?", "how many squares are there on the left?"],
+                                    torch.device("cpu"))
+    with torch.no_grad():
+        out = model(x, **inputs)
+        plain = TomeFormer.from_pretrained(minilm_path(), r=8).eval()(x)
+    assert out.last_hidden_state.shape == plain.last_hidden_state.shape == (2, 65 - 6 * 8, 384)
+    assert out.attention_mask.all()
+    assert not torch.allclose(out.last_hidden_state[0], out.last_hidden_state[1], atol=1e-3)
+    assert not out.source[0].equal(out.source[1])                          # the question moved the merges
+
+
+def test_condition_padding_is_masked():
+    """A short question padded in a batch gives what it gives alone; so do padded visual tokens."""
+    model = conditioned()
+    x = torch.randn(2, 50, 384)
+    mask = torch.ones(2, 50, dtype=torch.long)
+    mask[1, 35:] = 0
+    questions = ["what is in the top left corner of the picture?", "colour?"]
+    with torch.no_grad():
+        batched = model(x, mask, **model.condition_inputs(questions, torch.device("cpu")))
+        alone = model(x[1:, :35], **model.condition_inputs(questions[1:], torch.device("cpu")))
+    valid = batched.attention_mask[1].bool()
+    torch.testing.assert_close(batched.last_hidden_state[1, valid], alone.last_hidden_state[0], rtol=0, atol=1e-4)
+
+
+def test_condition_gradients_and_errors():
+    model = conditioned().train()
+    x = torch.randn(2, 30, 384)
+    inputs = model.condition_inputs(["where is the square?", "what shape?"], torch.device("cpu"))
+    model(x, **inputs).last_hidden_state.square().mean().backward()
+    for name, param in model.named_parameters():
+        if name == "embeddings.word_embeddings.weight":
+            assert param.grad is None
+        else:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="built without condition"):
+        small_tomeformer()(torch.randn(1, 10, 32), condition=torch.ones(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="condition_mask must have shape"):
+        model(x, condition=inputs["condition"], condition_mask=inputs["condition_mask"][:, :2])
+
+
+# ---------------------------------------------------------------- config keys
+def _cfg(**keys):
+    return OmegaConf.create({"r": 2, "config": dict(SMALL), **keys})
+
+
+def test_build_tomeformer_reads_the_new_keys():
+    from lavis_evlgen.models.evlgen import build_tomeformer
+
+    model = build_tomeformer(_cfg(threshold=[0.9] * 12, random_tokens=[9, 45]))
+    assert model.thresholds == [0.9] * 12 and model.random_tokens == (9, 45) and not model.condition
+    assert build_tomeformer(_cfg(tokens=17)).target_tokens == 17         # tokens replaces r
+    default = build_tomeformer(_cfg())
+    assert default.thresholds is None and default.random_tokens is None and default.target_tokens is None
+    cfg = OmegaConf.create({"bert": str(minilm_path()), "r": 4, "condition": True})
+    assert build_tomeformer(cfg).tokenizer is not None
+
+
+@pytest.mark.parametrize("keys,match", [(dict(threshold=[0.9, 0.8]), "model.tomeformer: threshold"),
+                                        (dict(random_tokens=[5]), "model.tomeformer: random_tokens"),
+                                        (dict(tokens="many"), "model.tomeformer: tokens"),
+                                        (dict(condition="yes"), "model.tomeformer.condition"),
+                                        (dict(condition=True), "model.tomeformer.condition needs")])
+def test_bad_values_name_the_config_key(keys, match):
+    from lavis_evlgen.models.evlgen import build_tomeformer
+
+    with pytest.raises(ValueError, match=match):
+        build_tomeformer(_cfg(**keys))
+
+
+# ---------------------------------------------------------------- variable-length soft prompts in the LLM
+@pytest.mark.parametrize("name", ["evlgen_opt", "evlgen_vicuna"])
+def test_mixed_length_soft_prompts_give_one_at_a_time_loss_and_captions(name):
+    """Threshold merging gives the tiny model's images 9 to 17 tokens; the padded soft prompts in a batch
+    should give each image's own loss and captions."""
+    from lavis.common.registry import registry
+
+    from tests.models.test_evlgen import batch
+
+    model_cls = registry.get_model_class(name)
+    cfg = OmegaConf.load(model_cls.default_config_path("tiny")).model
+    cfg.tomeformer.update({"r": 4, "threshold": 0.6})
+    torch.manual_seed(0)
+    model = model_cls.from_config(cfg).eval()
+    samples = batch(4)
+    samples["image"][1] = samples["image"][1].mean()                      # a flat image: the fewest tokens
+    samples["text_input"] = ["a red circle"] * 4                          # equal lengths: the batch loss is a mean
+    with torch.no_grad():
+        counts = model.encode_image(samples)[1].sum(dim=1).tolist()
+        assert len(set(counts)) > 2 and counts[1] == min(counts)
+        items = [{"image": samples["image"][i:i + 1], "text_input": samples["text_input"][i:i + 1]} for i in range(4)]
+        losses = [model(item)["loss"] for item in items]
+        torch.testing.assert_close(model(samples)["loss"], torch.stack(losses).mean(), rtol=1e-5, atol=1e-6)
+        for beams in (1, 3):
+            captions = model.generate(samples, num_beams=beams, max_length=6)
+            assert captions == [model.generate(item, num_beams=beams, max_length=6)[0] for item in items]
+
+
+def test_encode_image_passes_condition_text_to_a_conditioned_tomeformer():
+    from lavis_evlgen.models.evlgen import EVLGenOPT
+    from tests.models.test_evlgen import batch
+
+    cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model
+    cfg.tomeformer = {"bert": str(minilm_path()), "num_layers": 2, "r": 2, "condition": True}
+    torch.manual_seed(0)
+    model = EVLGenOPT.from_config(cfg).eval()
+    samples = batch(1)
+    with torch.no_grad():
+        colour = model.encode_image({**samples, "condition_text": ["what colour is it?"]})
+        count = model.encode_image({**samples, "condition_text": ["how many shapes are there?"]})
+    assert colour[0].shape == count[0].shape == (1, 13, model.llm.config.hidden_size)
+    assert not torch.allclose(colour[0], count[0], atol=1e-4)
+    with pytest.raises(ValueError, match="condition_text"):
+        model.encode_image(samples)
+    # The loss and generate condition on the prompt text (the question), never on the caption.
+    seen = []
+    encode = model.encode_image
+    model.encode_image = lambda s, *a, **k: seen.append(s["condition_text"]) or encode(s, *a, **k)
+    with torch.no_grad():
+        model({**samples, "prompt": "what colour is it?"})
+        model.generate(samples, prompt="how many shapes are there?", num_beams=1, max_length=2)
+    assert seen == [["what colour is it?"], ["how many shapes are there?"]]
