@@ -81,6 +81,10 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
 class EVLGenBase(AnswerByGeneration, PluginModelTypes, BaseModel):
     """Shared EVLGen model; subclasses name the LLM family (``LLM_ARCH``) and their model types."""
 
+    STAGE = "EVLGen"
+    LOSSES = ("caption",)
+    CONNECTOR = "tomeformer"
+    MIN_BATCH = 1
     LLM_ARCH = ""
     KEY_MAP = EVLGEN_KEYS
     TRAINABLE_PARTS = ("ln_vision", "proj1", "tomeformer", "proj2")

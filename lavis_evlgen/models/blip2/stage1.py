@@ -29,6 +29,10 @@ from lavis_evlgen.models.model_types import PluginModelTypes
 class Blip2Stage1(PluginModelTypes, Blip2Qformer):
     """BLIP-2's first stage, LAVIS's class with offline builders (config keys: see lavis_evlgen/configs/models/blip2_stage1)."""
 
+    STAGE = "BLIP-2 stage 1"
+    LOSSES = ("itc", "itm", "itg")
+    CONNECTOR = "Qformer.bert"
+    MIN_BATCH = 2
     DEFAULT_MODEL_TYPE = "pretrain"
     KEY_MAP = BLIP2_KEYS
     PRETRAINED_MODEL_CONFIG_DICT = {

@@ -55,6 +55,10 @@ def drop_text_path(qformer: BertLMHeadModel) -> None:
 class Blip2Stage2OPT(AnswerByGeneration, PluginModelTypes, Blip2OPT):
     """BLIP-2 stage 2 with transformers' OPT (config keys: see lavis_evlgen/configs/models/blip2_stage2_opt)."""
 
+    STAGE = "BLIP-2 stage 2"
+    LOSSES = ("caption",)
+    CONNECTOR = "Qformer.bert"
+    MIN_BATCH = 1
     LLM_ARCH = "opt"
     KEY_MAP = BLIP2_KEYS
     DEFAULT_MODEL_TYPE = "pretrain_opt2.7b"
