@@ -4,7 +4,7 @@
 
 The paper's Table 6 method: only the connector is counted, since the frozen ViT and LLM are the same
 for EVLGen and BLIP-2. A config names one model (``model:``), or several (``methods.<name>.model``, as
-the comparison configs do, or ``methods.<name>.stages[i].model``); each is counted as one stage.
+the comparison configs do, or ``methods.<name>.stages.<stage>.model``); each is counted as one stage.
 
 The tool asks each model class what to count: ``STAGE`` (its display name), ``LOSSES`` (its training
 losses), ``CONNECTOR`` (the dotted path of the module whose calls are recorded as passes) and ``MIN_BATCH``
@@ -104,7 +104,7 @@ class StageMacs:
 # ---------------------------------------------------------------------------------------------- configs
 def stage_sections(cfg: DictConfig) -> list[tuple[DictConfig, Optional[DictConfig]]]:
     """``(model section, run section or None)`` of an experiment config, or of each stage of a comparison's
-    methods (``methods.<name>.model`` or ``methods.<name>.stages[i].model``; model type defaults to
+    methods (``methods.<name>.model`` or ``methods.<name>.stages.<stage>.model``; model type defaults to
     ``compare.model_type``)."""
     if cfg.get("model") is not None:
         return [(cfg.model, cfg.get("run"))]
@@ -114,7 +114,8 @@ def stage_sections(cfg: DictConfig) -> list[tuple[DictConfig, Optional[DictConfi
     default_type = (cfg.get("compare") or {}).get("model_type")
     sections = []
     for name, method in methods.items():
-        models = [stage.get("model") for stage in method.stages] if method.get("stages") else [method.get("model")]
+        stages = method.get("stages")
+        models = [stage.get("model") for stage in stages.values()] if stages else [method.get("model")]
         for model in models:
             if model is None:
                 raise ConfigError(f"methods.{name}: each stage needs a 'model' section")
