@@ -1,6 +1,7 @@
 """The comparison tool end to end on random tiny parts and a very small budget: the lr sweep, three seeds per
 method, validation curves, the report, and a comparison stopped part-way then continued by rerunning it."""
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def in_repo_and_no_leftover_group(monkeypatch):
         dist.destroy_process_group()
 
 
-def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys):
+def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="lavis_evlgen.runners.runner_evlgen")
     options = tiny_options(tmp_path)
     out = tmp_path / "out"
     # Stopped after the first optimizer step (a deadline already passed): the first run has a checkpoint, no result.
@@ -44,7 +46,8 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys):
     assert "rerun the same command to continue" in capsys.readouterr().err
 
     assert compare.main(["--cfg-path", CONFIG, "--options", *options]) == 0
-    assert "resumed from" in (first / "run.log").read_text() and "at iteration 1" in (first / "run.log").read_text()
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resumed from ")]
+    assert len(resumed) == 1 and str(first) in resumed[0] and resumed[0].endswith("at iteration 1")
     report = json.loads((out / "comparison.json").read_text())
     methods = report["methods"]
     assert list(methods) == ["evlgen", "blip2_two_stage"]
