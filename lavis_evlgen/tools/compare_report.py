@@ -157,7 +157,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """Val CIDEr against training time, one line per method (colour) and seed (line style); targets dashed."""
+    """Val CIDEr against training time, one line per method (colour) and seed (line style); targets dashed, the
+    most frequent caption's score dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,9 +173,12 @@ def plot(result: dict[str, Any], path: Path) -> Path:
             ax.plot([p["train_seconds"] for p in points], [p["cider"] * 100 for p in points], color=colour,
                     linestyle=styles[j % len(styles)], marker="o", markersize=3,
                     label=f"{summary['label']}, seed {seed}")
-    for name, target in result["targets"].items():
-        ax.axhline(target * 100, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"target: {name}", (0, target * 100), fontsize=7, color="grey", va="bottom")
+    lines = {f"target: {name}": (value, "--") for name, value in result["targets"].items()}
+    if result.get("most_frequent_caption_val_cider") is not None:
+        lines["most frequent caption"] = (result["most_frequent_caption_val_cider"], ":")
+    for text, (value, style) in lines.items():
+        ax.axhline(value * 100, color="grey", linestyle=style, linewidth=1)
+        ax.text(0.01, value * 100, text, transform=ax.get_yaxis_transform(), fontsize=7, color="grey", va="bottom")
     ax.set(xlabel="training time (s, validation excluded)", ylabel=f"val CIDEr x 100 ({result['valid_split']})",
            title="Val CIDEr against training time")
     ax.grid(alpha=0.3)
