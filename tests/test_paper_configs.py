@@ -7,10 +7,10 @@ from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
 import lavis_evlgen  # noqa: F401  registers the plugin
+from lavis_evlgen.common.cli_config import model_section
 from lavis_evlgen.common.config_check import check_model, check_run
 from lavis_evlgen.models.tome import parse_r, token_counts
 from lavis_evlgen.runners.global_batch import accumulation_steps
-from lavis_evlgen.tools.flops import model_config
 
 PROJECTS = Path(__file__).resolve().parents[1] / "projects"
 PAPER_DATA = ["laion115M", "ccs14M", "evlgen_coco_caption"]
@@ -45,7 +45,7 @@ BLIP2 = {
 
 def load(path):
     cfg = OmegaConf.load(path)
-    return cfg, model_config(cfg.model)
+    return cfg, model_section(cfg.model)
 
 
 def check_table7_run(cfg, steps, global_batch, warmup, lr_sched="linear_warmup_cosine_iter_lr"):

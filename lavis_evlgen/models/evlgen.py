@@ -102,6 +102,10 @@ def _plain(value: Any) -> Any:
 class EVLGen(AnswerByGeneration, VisualPromptLM, PluginModelTypes, BaseModel):
     """The EVLGen model, for any LLM family (``model.llm``); see the module docstring."""
 
+    STAGE = "EVLGen"
+    LOSSES = ("caption",)
+    CONNECTOR = "tomeformer"
+    MIN_BATCH = 1
     KEY_MAP = EVLGEN_KEYS
     TRAINABLE_PARTS = ("ln_vision", "proj1", "tomeformer", "proj2")
     DEFAULT_MODEL_TYPE = "pretrain_opt2.7b"

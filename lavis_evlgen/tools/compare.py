@@ -1,33 +1,32 @@
-"""Side-by-side training of EVLGen and BLIP-2 on the same frozen parts, data, batch and step budget.
+"""Time to the same caption quality: EVLGen against BLIP-2 on the same frozen parts, data and step budget.
 
     python -m lavis_evlgen.tools.compare --cfg-path projects/compare/embedded.yaml [--options key=value ...]
 
-Three methods, built in this process through LAVIS's Config, task and the ``runner_evlgen`` runner
-(each from the same seed, so with the same data order) and trained together, one optimizer step of
-each in turn, so that all of them meet the same machine conditions (on a shared machine the load of
-other processes drifts; timed one after another, the ratios would drift with it):
+The methods and their stages come from the config (``lavis_evlgen.tools.compare_plan``). The command:
 
-1. ``evlgen``: EVLGen, single stage, ``compare.steps`` steps;
-2. ``blip2_stage2_only``: BLIP-2 stage 2 from a Q-Former that skipped stage 1 ("BLIP-2 without
-   stage 1", which the paper reports collapses), ``compare.steps`` steps;
-3. ``blip2_two_stage``: BLIP-2 stage 1 (ITC + ITM + ITG) for ``round(steps * compare.stage1_share)``
-   steps, then stage 2 from its checkpoint for the rest of the same budget.
+1. counts each stage's connector MACs per sample (``lavis_evlgen.tools.flops``);
+2. chooses each method's peak learning rate by one rule: every lr of ``compare.sweep.lrs`` trains the
+   method for ``compare.sweep.steps`` (seed ``compare.sweep.seed``), and the one with the highest val
+   CIDEr at the end is kept (``methods.<name>.lr`` skips the sweep for that method);
+3. trains every method with its lr for ``compare.steps`` under each of ``compare.seeds``, validating
+   (CIDEr and the quickstart's grounding counts) every ``compare.eval_every`` steps and recording the
+   steps, training seconds and wall seconds of each point; the test split is scored at the end on
+   the checkpoint best on val;
+4. writes ``comparison.md``, ``comparison.json`` and ``cider_vs_time.png`` (``compare_report``): per
+   method mean and spread over seeds of the final val and test CIDEr, and the training time, steps
+   and connector MACs to first reach each target (``compare.reference``'s final val CIDEr, and
+   ``compare.target_cider``), plus the paper-scale connector MACs of ``compare.paper_scale``.
 
-Every run uses the ``run`` section (optimizer, schedule shape, batch) with its own step count; the
-warm-up is ``compare.warmup_share`` of each run's steps. The captioning models are then scored on the
-same split (``compare.eval_split``). Vision and text processors are the EVLGen model type's
-(``preprocess``), for every method. With ``compare.feature_cache`` (the methods must share one frozen
-ViT, which is checked) the ViT runs once per image and every method trains on the cached tokens, so
-the timings compare the parts that differ: connector, LLM and losses.
+Every run (method, stage, seed or lr) trains in its own folder under ``compare.output_dir`` with the
+``runner_evlgen`` runner and ``run.auto_resume``: rerunning the command skips finished runs (their
+``result.json``) and continues unfinished ones from their last checkpoint, so the comparison can span
+several commands. ``compare.stop_after_minutes`` stops the command cleanly (checkpoint saved) after that
+long, exit status 3; rerun it to continue. Runs train one after another; the machine's load average is
+recorded at every validation point, since on a shared machine the load of other processes drifts.
 
-Each method's model type is ``compare.model_type`` unless its ``methods.<name>.model`` says otherwise
-(``embedded`` for the real small parts, ``tiny`` for the random ones used by the tests).
-
-Outputs in ``compare.output_dir``: ``comparison.md`` and ``comparison.json`` (trainable parameters,
-connector MACs per sample from ``lavis_evlgen.tools.flops``, steps per second, training and wall time,
-final training loss, CIDEr, and ratios to EVLGen measured in this run, with the machine), and
-``loss_curves.png``; each run's runner output is under ``runs/<run>/`` and its config under
-``configs/<run>.yaml``.
+With ``compare.feature_cache`` (the methods must share one frozen ViT, which is checked) the ViT runs
+once per image and every method trains on its cached tokens, so the times compare what differs:
+connector, LLM and losses. Vision and text processors are the first method's model type's.
 """
 from __future__ import annotations
 
@@ -37,92 +36,69 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 from lavis.common.config import Config
-from lavis.common.registry import registry
 from lavis.tasks import setup_task
 from omegaconf import DictConfig, OmegaConf
 
 import lavis_evlgen  # noqa: F401  registers the plugin
+from lavis_evlgen.common.atomic import atomic_write_text
 from lavis_evlgen.common.checkpoint import seed_all
+from lavis_evlgen.common.cli_config import add_config_arguments, load_config, model_section, model_type_config
 from lavis_evlgen.common.config_check import ConfigError, check_config
 from lavis_evlgen.common.distributed import init_distributed, shutdown_distributed
 from lavis_evlgen.datasets.feature_cache import CachedFeaturesDataset, cache_features
-from lavis_evlgen.models.blip2 import Blip2Stage1, Blip2Stage2OPT
-from lavis_evlgen.models.evlgen_base import EVLGenBase
+from lavis_evlgen.datasets.generate.shapes_caption import most_frequent_caption
 from lavis_evlgen.models.llm import part_dtype
 from lavis_evlgen.models.vision import build_vision_encoder
+from lavis_evlgen.runners.preemption import Preempted
 from lavis_evlgen.runners.runner_evlgen import RunnerEvlgen
-from lavis_evlgen.tools.flops import build_shape_model, count_stage, format_macs, model_config
+from lavis_evlgen.tools import compare_report
+from lavis_evlgen.tools.compare_curves import Point, choose_lr
+from lavis_evlgen.tools.compare_plan import Method, Stage, build_methods, check_plan
+from lavis_evlgen.tools.flops import build_shape_model, count_stage, declared, report
+from lavis_evlgen.tools.quickstart import grounding, references, subset_scores
 
 logger = logging.getLogger(__name__)
 
-METHODS = {"evlgen": EVLGenBase, "blip2_stage1": Blip2Stage1, "blip2_stage2": Blip2Stage2OPT}
-CAPTION_TASK = "evlgen_captioning"
-STAGE1_TASK = "image_text_pretrain"
+EXIT_UNFINISHED = 3
+RESULT = "result.json"
+POINTS = "points.jsonl"
+CLOCK = "clock.json"
 
 
 # ---------------------------------------------------------------------------------------------- config
-def load_config(path: str, options: Sequence[str] = ()) -> DictConfig:
-    """The comparison config with ``--options`` applied, checked (ConfigError naming the key)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"--cfg-path: no such file: {path}")
-    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(options)))
-    compare = cfg.get("compare")
-    if compare is None:
-        raise ConfigError("compare: missing section")
-    steps = compare.get("steps")
-    if not isinstance(steps, int) or steps < 2:
-        raise ConfigError(f"compare.steps: an integer >= 2 is needed (two stages share it), got {steps!r}")
-    share = compare.get("stage1_share", 0.75)
-    if not 0 < share < 1 or not 1 <= round(steps * share) < steps:
-        raise ConfigError(f"compare.stage1_share: must leave both stages at least one of {steps} steps, got {share}")
-    for key in ("output_dir", "model_type"):
-        if not compare.get(key):
-            raise ConfigError(f"compare.{key}: missing")
-    for name, base in METHODS.items():
-        section = (cfg.get("methods") or {}).get(name)
-        if section is None or section.get("model") is None:
-            raise ConfigError(f"methods.{name}.model: missing (the comparison needs {sorted(METHODS)})")
-        model_cls = registry.get_model_class(section.model.get("arch"))
-        if model_cls is None or not issubclass(model_cls, base):
-            raise ConfigError(f"methods.{name}.model.arch: '{section.model.get('arch')}' is not a "
-                              f"{base.__name__} model")
-    for key in ("datasets", "run"):
-        if not cfg.get(key):
-            raise ConfigError(f"{key}: missing section")
-    return cfg
+def read_config(cfg_path: str, options: Sequence[str] = ()) -> tuple[DictConfig, list[Method]]:
+    """The comparison config with ``--options`` applied and its plan, checked (ConfigError naming the key)."""
+    cfg = load_config(cfg_path, options)
+    methods = check_plan(cfg)
+    shared_vision(methods)
+    return cfg, methods
 
 
-def method_model(cfg: DictConfig, name: str) -> DictConfig:
-    """``methods.<name>.model`` with ``compare.model_type`` where it names no type."""
-    model = OmegaConf.create(OmegaConf.to_container(cfg.methods[name].model))
-    if not model.get("model_type"):
-        model.model_type = cfg.compare.model_type
-    return model
+def shared_vision(methods: Sequence[Method]) -> DictConfig:
+    """The frozen ViT every stage uses (ConfigError if they differ: the comparison needs the same one)."""
+    first = None
+    for method in methods:
+        for stage in method.stages:
+            vision = OmegaConf.to_container(model_section(stage.model).vision, resolve=True)
+            if first is None:
+                first = vision
+            elif vision != first:
+                raise ConfigError(f"methods.{method.name}.stages.{stage.name}.model.vision: differs from the first "
+                                  "stage's; the methods must share one frozen ViT (compare.vision sets it for all)")
+    return OmegaConf.create(first)
 
 
-def shared_vision(cfg: DictConfig) -> DictConfig:
-    """The frozen ViT every method uses (ConfigError if they differ: the comparison needs the same one)."""
-    visions = {name: model_config(method_model(cfg, name)).vision for name in METHODS}
-    first = OmegaConf.to_container(visions["evlgen"], resolve=True)
-    for name, vision in visions.items():
-        if OmegaConf.to_container(vision, resolve=True) != first:
-            raise ConfigError(f"methods.{name}.model.vision: differs from methods.evlgen's; the methods must "
-                              "share one frozen ViT")
-    return visions["evlgen"]
-
-
-def datasets_section(cfg: DictConfig) -> DictConfig:
-    """``datasets`` with the EVLGen model type's processors wherever the config gives none."""
-    preprocess = model_config_file(method_model(cfg, "evlgen")).get("preprocess", {})
+def datasets_section(cfg: DictConfig, methods: Sequence[Method]) -> DictConfig:
+    """``datasets`` with the first method's model-type processors wherever the config gives none."""
+    model = methods[0].stages[-1].model
+    preprocess = model_type_config(model.arch, model.model_type).get("preprocess", {})
     datasets = OmegaConf.create(OmegaConf.to_container(cfg.datasets))
     for name, section in datasets.items():
         section = section if section is not None else OmegaConf.create()
@@ -133,50 +109,27 @@ def datasets_section(cfg: DictConfig) -> DictConfig:
     return datasets
 
 
-def model_config_file(model: DictConfig) -> DictConfig:
-    """The whole default config file of a model type (with its ``preprocess`` section)."""
-    return OmegaConf.load(registry.get_model_class(model.arch).default_config_path(model.model_type))
-
-
-@dataclass
-class RunPlan:
-    """One training run: which method's model, its task, and which steps of the shared budget it takes."""
-
-    name: str
-    method: str
-    start: int
-    steps: int
-    task: str
-    evaluate: bool
-    stage1_from: Optional[str] = None
-
-
-def plan(cfg: DictConfig) -> list[RunPlan]:
-    """The four training runs of the three methods, placed on the shared step budget."""
-    steps = int(cfg.compare.steps)
-    stage1 = round(steps * cfg.compare.get("stage1_share", 0.75))
-    return [RunPlan("evlgen", "evlgen", 0, steps, CAPTION_TASK, True),
-            RunPlan("blip2_stage2_only", "blip2_stage2", 0, steps, CAPTION_TASK, True),
-            RunPlan("blip2_stage1", "blip2_stage1", 0, stage1, STAGE1_TASK, False),
-            RunPlan("blip2_stage2_after_stage1", "blip2_stage2", stage1, steps - stage1, CAPTION_TASK, True,
-                    stage1_from="blip2_stage1")]
-
-
-def run_config(cfg: DictConfig, run: RunPlan, out: Path, vision_width: Optional[int]) -> DictConfig:
-    """The LAVIS experiment config of one run."""
-    model = method_model(cfg, run.method)
-    if vision_width is not None:
+def stage_config(cfg: DictConfig, methods: Sequence[Method], stage: Stage, job_dir: Path, seed: int, lr: float,
+                 eval_every: int, test: bool, init_checkpoint: Optional[Path], width: Optional[int]) -> DictConfig:
+    """The LAVIS experiment config of one stage's run in ``job_dir``."""
+    model = OmegaConf.create(OmegaConf.to_container(stage.model))
+    if width is not None:
         model.use_features = True
-        model.vision = OmegaConf.merge(model.get("vision", {}), {"width": vision_width})
-    if run.stage1_from:
-        model.stage1_checkpoint = str(out / "runs" / run.stage1_from / "checkpoint_latest.pth")
-    share = float(cfg.compare.get("warmup_share", 0.1))
-    run_cfg = OmegaConf.merge(cfg.run, {
-        "task": run.task, "runner": "runner_evlgen", "max_iters": run.steps, "iters_per_inner_epoch": run.steps,
-        "save_every_iters": run.steps, "warmup_steps": round(run.steps * share), "keep_last_k": 1,
-        "output_dir": str(out / "runs"), "job_id": run.name, "valid_splits": [],
-        "test_splits": [cfg.compare.get("eval_split", "test")] if run.evaluate else [], "evaluate": False})
-    return OmegaConf.create({"model": model, "datasets": datasets_section(cfg), "run": run_cfg})
+        model.vision = OmegaConf.merge(model.get("vision", {}), {"width": width})
+    if init_checkpoint is not None:
+        model.stage1_checkpoint = str(init_checkpoint)
+    compare = cfg.compare
+    every = eval_every if stage.captions else stage.steps
+    run = OmegaConf.merge(cfg.run, {
+        "task": stage.task, "runner": "runner_evlgen", "max_iters": stage.steps, "iters_per_inner_epoch": every,
+        "save_every_iters": every, "warmup_steps": round(stage.steps * float(compare.get("warmup_share", 0.1))),
+        "keep_last_k": 1, "auto_resume": True, "output_dir": str(job_dir.parent), "job_id": job_dir.name,
+        "seed": seed, "init_lr": lr, "evaluate": False,
+        "valid_splits": [compare.get("valid_split", "val")] if stage.captions else [],
+        "test_splits": [compare.get("test_split", "test")] if stage.captions and test else []})
+    if not stage.captions:
+        run.pop("repetition_penalty", None)  # a decoding setting; the pretraining task generates nothing
+    return OmegaConf.create({"model": model, "datasets": datasets_section(cfg, methods), "run": run})
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -217,170 +170,218 @@ class FeatureCache:
         self._encoder = None
 
 
-# ---------------------------------------------------------------------------------------------- training
+# ---------------------------------------------------------------------------------------------- one run
 class RecordingRunner(RunnerEvlgen):
-    """runner_evlgen that also keeps each step's loss and duration and the test metrics."""
+    """runner_evlgen that records a validation point (steps, seconds, CIDEr, grounding) in ``points.jsonl``
+    at every validation, keeps its clock across resumes (``clock.json``, written with every checkpoint),
+    and stops like a preemption at ``deadline`` (``time.time()`` seconds)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, deadline: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.step_log: list[tuple[int, float, float]] = []
+        self.deadline = deadline
+        self.train_seconds = 0.0
+        self.wall_offset = 0.0
+        self.wall_start = time.perf_counter()
         self.test_metrics: dict[str, Any] = {}
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.wall_offset + time.perf_counter() - self.wall_start
 
     def train_step(self) -> tuple[Optional[float], int]:
         start = time.perf_counter()
-        loss, skipped = super().train_step()
-        if loss is not None:
-            self.step_log.append((self.iteration, loss, time.perf_counter() - start))
-        return loss, skipped
+        try:
+            return super().train_step()
+        finally:
+            self.train_seconds += time.perf_counter() - start
 
-    def evaluate(self, cur_epoch: Any = "best", skip_reload: bool = False) -> dict[str, Any]:
-        logs = super().evaluate(cur_epoch=cur_epoch, skip_reload=skip_reload)
-        self.test_metrics.update({split: metrics for split, metrics in logs.items() if metrics})
-        return logs
+    def preemption_agreed(self) -> bool:
+        if self.deadline is not None and self.stop_signal is None and time.time() >= self.deadline:
+            self.stop_signal = "compare.stop_after_minutes"
+        return super().preemption_agreed()
 
+    def save_training_state(self, is_best: bool) -> None:
+        super().save_training_state(is_best)
+        path = self.output_dir / CLOCK
+        clocks = json.loads(path.read_text()) if path.is_file() else {}
+        clocks[str(self.iteration)] = {"train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
+        atomic_write_text(path, json.dumps(clocks))
 
-@dataclass
-class RunResult:
-    """What one training run measured (seconds: its own steps, build and evaluation only)."""
+    def load_training_state(self, path: str, state: dict[str, Any]) -> None:
+        super().load_training_state(path, state)
+        clock_path = self.output_dir / CLOCK
+        clocks = json.loads(clock_path.read_text()) if clock_path.is_file() else {}
+        clock = clocks.get(str(self.iteration))
+        if clock is None:
+            raise FileNotFoundError(f"{clock_path}: no clock for iteration {self.iteration}, the checkpoint resumed "
+                                    "from; delete the run folder to train it again")
+        self.train_seconds = float(clock["train_seconds"])
+        self.wall_offset, self.wall_start = float(clock["wall_seconds"]), time.perf_counter()
+        kept = [p for p in read_points(self.output_dir) if p.steps <= self.iteration]
+        atomic_write_text(self.output_dir / POINTS, "".join(json.dumps(vars(p)) + "\n" for p in kept))
 
-    name: str
-    arch: str
-    steps: int
-    trainable_params: int
-    losses: list[tuple[int, float]]
-    step_seconds: list[float]
-    train_seconds: float
-    wall_seconds: float
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-class LiveRun:
-    """A run being trained: its LAVIS config, task, model and runner, built and ready to step."""
-
-    def __init__(self, config_path: Path, run: RunPlan, cache: Optional[FeatureCache]):
-        start = time.perf_counter()
-        self.plan = run
-        check_config(OmegaConf.load(config_path))
-        cfg = Config(argparse.Namespace(cfg_path=str(config_path), options=[]))
-        init_distributed(cfg.run_cfg)
-        seed_all(int(cfg.run_cfg.get("seed", 42)))
-        task = setup_task(cfg)
-        datasets = task.build_datasets(cfg)
-        if cache is not None:
-            datasets = cache.wrap(datasets)
-        self.arch = cfg.model_cfg.arch
-        self.runner = RecordingRunner(cfg=cfg, job_id=run.name, task=task, model=task.build_model(cfg),
-                                      datasets=datasets)
-        self.trainable_params = self.runner.unwrap_dist_model(self.runner.model).trainable_parameters()
-        # What RunnerEvlgen.train() builds before its first step.
-        self.runner.log_config()
-        _ = self.runner.optimizer, self.runner.scaler, self.runner.lr_scheduler, self.runner.train_loader
-        self.runner.model.train()
-        self.other_seconds = time.perf_counter() - start
-
-    def step(self) -> None:
-        self.runner.train_step()
-
-    def finish(self) -> RunResult:
-        """Save the last checkpoint, evaluate (captioning runs) and free the model."""
-        start = time.perf_counter()
-        runner, run = self.runner, self.plan
-        runner.save_training_state(is_best=False)
-        if run.evaluate:
-            runner.evaluate(cur_epoch=f"iter{runner.iteration}", skip_reload=True)
-        log = runner.step_log
-        train_seconds = sum(seconds for _, _, seconds in log)
-        result = RunResult(name=run.name, arch=self.arch, steps=run.steps, trainable_params=self.trainable_params,
-                           losses=[(step, loss) for step, loss, _ in log], step_seconds=[s for _, _, s in log],
-                           train_seconds=train_seconds,
-                           wall_seconds=self.other_seconds + train_seconds + time.perf_counter() - start,
-                           metrics=next(iter(runner.test_metrics.values()), {}))
-        self.runner = None
-        gc.collect()
-        return result
+    def eval_epoch(self, split_name: str, cur_epoch: Any, skip_reload: bool = False) -> Optional[dict]:
+        metrics = super().eval_epoch(split_name, cur_epoch, skip_reload=skip_reload)
+        if metrics is None:
+            return metrics
+        if split_name in self.valid_splits and cur_epoch == f"iter{self.iteration}":
+            captions = {int(r["image_id"]): r["caption"]
+                        for r in json.loads((self.result_dir / f"{split_name}_{cur_epoch}.json").read_text())}
+            point = Point(self.iteration, self.train_seconds, self.wall_seconds, float(metrics["CIDEr"]),
+                          split_grounding(self.task.gt_file, split_name, captions))
+            with open(self.output_dir / POINTS, "a") as f:
+                f.write(json.dumps({**vars(point), "load_average": list(os.getloadavg())}) + "\n")
+        elif split_name in self.test_splits:
+            self.test_metrics[split_name] = metrics
+        return metrics
 
 
-def train_interleaved(cfg: DictConfig, out: Path, cache: Optional[FeatureCache],
-                      width: Optional[int]) -> dict[str, RunResult]:
-    """Train every run of :func:`plan`, one step of each in turn, so that all methods share the same
-    machine conditions (load from other processes drifts; timed one after another, ratios would drift too)."""
-    plans = plan(cfg)
-    live: dict[str, LiveRun] = {}
-    results: dict[str, RunResult] = {}
-    log_freq = int(cfg.run.get("log_freq", 25))
-    for step in range(int(cfg.compare.steps)):
-        for run in plans:
-            if step == run.start:
-                path = out / "configs" / f"{run.name}.yaml"
-                path.write_text(OmegaConf.to_yaml(run_config(cfg, run, out, width)))
-                logger.info("compare: %s takes steps %d-%d of the budget", run.name, run.start + 1,
-                            run.start + run.steps)
-                live[run.name] = LiveRun(path, run, cache)
-        for name, current in live.items():
-            current.step()
-        if (step + 1) % log_freq == 0:
-            logger.info("compare: step %d  %s", step + 1, "  ".join(
-                f"{name} {r.runner.step_log[-1][1]:.3f} ({r.runner.step_log[-1][2]:.1f} s)"
-                for name, r in live.items() if r.runner.step_log))
-        for run in plans:
-            if step == run.start + run.steps - 1:
-                results[run.name] = live.pop(run.name).finish()
-    return results
+def split_grounding(gt_file: Optional[str], split: str, captions: dict[int, str]) -> dict[str, int]:
+    """The quickstart's grounding counts where the data has a generator's ``scenes.json``, else nothing."""
+    scenes = Path(gt_file).with_name("scenes.json") if gt_file else None
+    if scenes is None or not scenes.is_file():
+        return {}
+    return grounding(json.loads(scenes.read_text())[split], captions)
 
 
-# ---------------------------------------------------------------------------------------------- summary
-METHOD_LABELS = {"evlgen": "EVLGen (single stage)",
-                 "blip2_stage2_only": "BLIP-2 stage 2 only (no stage 1)",
-                 "blip2_two_stage": "BLIP-2 stage 1 + stage 2"}
-METHOD_RUNS = {"evlgen": ["evlgen"], "blip2_stage2_only": ["blip2_stage2_only"],
-               "blip2_two_stage": ["blip2_stage1", "blip2_stage2_after_stage1"]}
+def read_points(run_dir: Path) -> list[Point]:
+    """A run's validation points, the last one kept where an iteration was validated twice (after a resume)."""
+    path = run_dir / POINTS
+    if not path.is_file():
+        return []
+    by_step: dict[int, Point] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            record.pop("load_average", None)
+            by_step[int(record["steps"])] = Point(**record)
+    return [by_step[s] for s in sorted(by_step)]
 
 
-def final_loss(losses: Sequence[tuple[int, float]], window: float) -> float:
-    """Mean training loss over the last ``window`` share of the steps (at least one step)."""
-    count = max(1, round(len(losses) * window))
-    tail = [loss for _, loss in losses[-count:]]
-    return sum(tail) / len(tail)
+def train_run(config: DictConfig, job_dir: Path, cache: Optional[FeatureCache],
+              deadline: Optional[float]) -> dict[str, Any]:
+    """Train one stage's run (or continue it from its last checkpoint) and return its result, which is also
+    written to ``result.json``; a run with one is returned as it is."""
+    done = job_dir / RESULT
+    if done.is_file():
+        return json.loads(done.read_text())
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(config))
+    check_config(OmegaConf.load(path))
+    cfg = Config(argparse.Namespace(cfg_path=str(path), options=[]))
+    init_distributed(cfg.run_cfg)
+    seed_all(int(cfg.run_cfg.seed))
+    task = setup_task(cfg)
+    datasets = task.build_datasets(cfg)
+    if cache is not None:
+        datasets = cache.wrap(datasets)
+    runner = RecordingRunner(cfg=cfg, job_id=job_dir.name, task=task, model=task.build_model(cfg), datasets=datasets,
+                             deadline=deadline)
+    runner.train()
+    result = {"steps": runner.iteration, "train_seconds": runner.train_seconds, "wall_seconds": runner.wall_seconds,
+              "trainable_params": runner.unwrap_dist_model(runner.model).trainable_parameters(),
+              "points": [vars(p) for p in read_points(job_dir)], "test": runner.test_metrics}
+    atomic_write_text(done, json.dumps(result, indent=2))
+    del runner
+    gc.collect()
+    return result
 
 
-def connector_macs(cfg: DictConfig) -> dict[str, int]:
-    """Connector MACs per training sample of each method's model (``lavis_evlgen.tools.flops``)."""
-    macs = {}
-    for name in METHODS:
-        model, tokens, width = build_shape_model(method_model(cfg, name))
-        macs[name] = count_stage(model, tokens, width, batch=2).macs_per_sample
-        del model
+def train_method(cfg: DictConfig, methods: Sequence[Method], method: Method, root: Path, seed: int, lr: float,
+                 eval_every: int, test: bool, cache: Optional[FeatureCache], width: Optional[int],
+                 deadline: Optional[float]) -> dict[str, Any]:
+    """Every stage of ``method`` in order under ``root``; the curve is its captioning stages' points placed on
+    the method's budget (steps and seconds after the earlier stages)."""
+    stages, points = {}, []
+    steps = train_seconds = wall_seconds = 0.0
+    for stage in method.stages:
+        init = root / stage.init_from / "checkpoint_latest.pth" if stage.init_from else None
+        config = stage_config(cfg, methods, stage, root / stage.name, seed, lr, eval_every, test, init, width)
+        logger.info("compare: %s, %s: %d steps (seed %d, lr %g)", method.name, stage.name, stage.steps, seed, lr)
+        result = train_run(config, root / stage.name, cache, deadline)
+        points += [Point(**{**p, "steps": p["steps"] + stage.start, "train_seconds": p["train_seconds"] + train_seconds,
+                            "wall_seconds": p["wall_seconds"] + wall_seconds}) for p in result["points"]]
+        steps, train_seconds, wall_seconds = (steps + result["steps"], train_seconds + result["train_seconds"],
+                                              wall_seconds + result["wall_seconds"])
+        stages[stage.name] = result
+    return {"seed": seed, "lr": lr, "steps": int(steps), "train_seconds": train_seconds, "wall_seconds": wall_seconds,
+            "points": [vars(p) for p in points], "test": stages[method.stages[-1].name]["test"],
+            "stages": {name: {k: v for k, v in r.items() if k != "points"} for name, r in stages.items()}}
+
+
+# ---------------------------------------------------------------------------------------------- phases
+def sweep_lrs(cfg: DictConfig, methods: Sequence[Method], out: Path, cache: Optional[FeatureCache],
+              width: Optional[int], deadline: Optional[float]) -> dict[str, Any]:
+    """Each method's lr: fixed by the config, or the sweep's best final val CIDEr at the short budget."""
+    sweep = cfg.compare.get("sweep") or {}
+    chosen = {}
+    for method in methods:
+        if method.lr is not None:
+            chosen[method.name] = {"lr": method.lr, "how": "fixed by methods.<name>.lr", "final_val_cider": {}}
+            continue
+        [short] = build_methods(cfg, int(sweep.steps), only={method.name})
+        finals = {}
+        for lr in sweep.lrs:
+            run = train_method(cfg, methods, short, out / "sweep" / method.name / f"lr{float(lr):g}",
+                               int(sweep.get("seed", 0)), float(lr), short.stages[-1].steps, False, cache, width,
+                               deadline)
+            finals[float(lr)] = run["points"][-1]["cider"]
+        chosen[method.name] = {"lr": choose_lr(finals), "final_val_cider": finals,
+                               "how": f"highest val CIDEr after {int(sweep.steps)} steps (seed "
+                                      f"{int(sweep.get('seed', 0))}) among {[float(x) for x in sweep.lrs]}"}
+    return chosen
+
+
+def connector_macs(methods: Sequence[Method], batch: int) -> dict[str, dict[str, int]]:
+    """Connector MACs per training sample of every stage (``lavis_evlgen.tools.flops``, at ``batch``)."""
+    macs: dict[str, dict[str, int]] = {}
+    for method in methods:
+        for stage in method.stages:
+            model, tokens, width = build_shape_model(stage.model)
+            count = count_stage(model, tokens, width, batch=max(batch, int(declared(type(model), "MIN_BATCH"))))
+            macs.setdefault(method.name, {})[stage.name] = count.macs_per_sample
+            del model
     return macs
 
 
-def summarize(results: dict[str, RunResult], macs: dict[str, int], window: float) -> list[dict[str, Any]]:
-    """One row per method; the two-stage method adds up its stages (MACs: mean per step of the budget)."""
-    run_method = {"evlgen": "evlgen", "blip2_stage2_only": "blip2_stage2", "blip2_stage1": "blip2_stage1",
-                  "blip2_stage2_after_stage1": "blip2_stage2"}
-    rows = []
-    for method, runs in METHOD_RUNS.items():
-        parts = [results[r] for r in runs]
-        steps = sum(p.steps for p in parts)
-        train_seconds = sum(p.train_seconds for p in parts)
-        caption = parts[-1]
-        rows.append({
-            "method": method, "label": METHOD_LABELS[method], "runs": runs, "steps": steps,
-            "trainable_params": [p.trainable_params for p in parts],
-            "connector_macs_per_sample": [macs[run_method[p.name]] for p in parts],
-            "connector_macs_per_sample_budget_mean": sum(macs[run_method[p.name]] * p.steps for p in parts) / steps,
-            "steps_per_second": steps / train_seconds if train_seconds else float("nan"),
-            "median_step_seconds": [statistics.median(p.step_seconds) for p in parts],
-            "train_seconds": train_seconds, "wall_seconds": sum(p.wall_seconds for p in parts),
-            "final_loss": final_loss(caption.losses, window), "cider": caption.metrics.get("CIDEr"),
-            "metrics": caption.metrics})
-    base = rows[0]
-    for row in rows:
-        row["ratio_to_evlgen"] = {
-            "train_seconds": row["train_seconds"] / base["train_seconds"],
-            "connector_macs_per_sample": row["connector_macs_per_sample_budget_mean"]
-            / base["connector_macs_per_sample_budget_mean"],
-            "steps_per_second": row["steps_per_second"] / base["steps_per_second"]}
-    return rows
+def paper_scale(schedules: Optional[DictConfig], out: Path) -> dict[str, Any]:
+    """Connector MACs of each schedule in ``compare.paper_scale`` (label: experiment configs run one after
+    another), and their ratio to the first; counted once and kept in ``paper_scale.json``."""
+    if not schedules:
+        return {}
+    path = out / "paper_scale.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    per_config = known.get("per_config", {})
+    for label, configs in schedules.items():
+        for config in configs:
+            if config not in per_config:
+                [stage] = report(load_config(config))
+                if not stage.run:
+                    raise ConfigError(f"compare.paper_scale.{label}: {config} has no run.max_iters and batch")
+                per_config[config] = {"stage": stage.stage, "macs_per_sample": stage.macs_per_sample, **stage.run}
+    totals = {label: sum(per_config[c]["connector_macs_forward"] for c in configs)
+              for label, configs in schedules.items()}
+    first = next(iter(totals.values()))
+    result = {"per_config": per_config,
+              "schedules": {label: {"configs": list(configs), "connector_macs_forward": totals[label],
+                                    "ratio_to_first": totals[label] / first}
+                            for label, configs in schedules.items()}}
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def most_frequent_caption_cider(run_config: Path, split: str, out: Path) -> Optional[float]:
+    """Val CIDEr of the most frequent training caption given to every image (the constant-caption floor), on the
+    datasets of a run's config as LAVIS builds them; None where the data has no training captions file."""
+    cfg = Config(argparse.Namespace(cfg_path=str(run_config), options=[]))
+    (splits,) = setup_task(cfg).build_datasets(cfg).values()
+    train_ann = Path(getattr(splits["train"], "vis_root", "")) / "train.json"
+    gt_file = getattr(splits[split], "gt_file", None)
+    if gt_file is None or not train_ann.is_file():
+        return None
+    caption = most_frequent_caption(train_ann)
+    return subset_scores(gt_file, {i: caption for i in references(gt_file)}, out / "baseline_val.json")["CIDEr"]
 
 
 def machine() -> dict[str, Any]:
@@ -391,123 +392,68 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def _params(values: Sequence[int]) -> str:
-    return " / ".join(f"{v / 1e6:.2f}M" for v in values)
-
-
-def _macs(values: Sequence[float]) -> str:
-    return " / ".join(format_macs(v) for v in values)
-
-
-def markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
-    """The comparison as a Markdown report."""
-    where = info["machine"]
-    device = where["gpu"] or f"CPU only ({where['cpu_count']} cores, {where['torch_threads']} torch threads)"
-    lines = [f"# EVLGen vs BLIP-2: same frozen parts, data, batch and {info['steps']} steps",
-             "",
-             f"Config `{info['config']}`, model type `{info['model_type']}`, batch {info['batch_size']}, "
-             f"BLIP-2 stage 1 share {info['stage1_share']}, ViT features cached: {info['feature_cache']}. "
-             f"Scored on split `{info['eval_split']}`.",
-             f"Machine: {device}; {where['platform']}; torch {where['torch']}; load average at the end "
-             f"(1, 5, 15 min; other processes shared the machine): {info['load_average']}. The methods were "
-             "trained one step of each in turn, so that they ran under the same conditions.",
-             "",
-             "| method | trainable params | connector MACs / sample | steps / s | s / step (median) | train time (s) "
-             "| wall time (s) | final loss | CIDEr |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        cider = f"{r['cider'] * 100:.1f}" if r["cider"] is not None else "n/a"
-        lines.append(f"| {r['label']} | {_params(r['trainable_params'])} | {_macs(r['connector_macs_per_sample'])} | "
-                     f"{r['steps_per_second']:.2f} | {' / '.join(f'{v:.2f}' for v in r['median_step_seconds'])} | "
-                     f"{r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | "
-                     f"{r['final_loss']:.3f} | {cider} |")
-    lines += ["", "Ratios to EVLGen, measured in this run:", "",
-              "| method | train time | connector MACs / sample (budget mean) | steps / s |", "|---|---|---|---|"]
-    for r in rows:
-        ratio = r["ratio_to_evlgen"]
-        lines.append(f"| {r['label']} | {ratio['train_seconds']:.2f}x | {ratio['connector_macs_per_sample']:.2f}x | "
-                     f"{ratio['steps_per_second']:.2f}x |")
-    lines += ["", "Two-stage rows list stage 1 / stage 2. Final loss: mean training loss of the last "
-              f"{info['final_loss_window']:.0%} of the captioning steps (stage 2 for BLIP-2). CIDEr x 100. "
-              "MACs: connector forward per sample (`python -m lavis_evlgen.tools.flops`)."]
-    return "\n".join(lines) + "\n"
-
-
-def plot_losses(results: dict[str, RunResult], path: Path) -> Path:
-    """Captioning loss of the three methods over the step budget, and BLIP-2's stage-1 loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_caption, ax_stage1) = plt.subplots(1, 2, figsize=(12, 4.2))
-    offset = results["blip2_stage1"].steps
-    curves = {METHOD_LABELS["evlgen"]: (results["evlgen"].losses, 0),
-              METHOD_LABELS["blip2_stage2_only"]: (results["blip2_stage2_only"].losses, 0),
-              METHOD_LABELS["blip2_two_stage"] + " (stage 2)": (results["blip2_stage2_after_stage1"].losses, offset)}
-    for label, (losses, shift) in curves.items():
-        ax_caption.plot([s + shift for s, _ in losses], [v for _, v in losses], label=label)
-    ax_caption.axvline(offset, color="grey", linestyle=":", linewidth=1)
-    ax_caption.set(xlabel="step of the shared budget", ylabel="captioning loss (LLM cross-entropy)",
-                   title="captioning loss")
-    ax_caption.legend(fontsize=8)
-    stage1 = results["blip2_stage1"].losses
-    ax_stage1.plot([s for s, _ in stage1], [v for _, v in stage1], color="tab:green")
-    ax_stage1.set(xlabel="step", ylabel="ITC + ITM + ITG", title="BLIP-2 stage 1 loss")
-    for ax in (ax_caption, ax_stage1):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------- main
-def compare(cfg: DictConfig, config_name: str) -> dict[str, Any]:
-    """Run the comparison and write its outputs; returns the JSON report."""
-    out = Path(cfg.compare.output_dir).expanduser().resolve()
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    vision = shared_vision(cfg)
-    cache = FeatureCache(vision, out / "features") if cfg.compare.get("feature_cache", True) else None
+def compare(cfg: DictConfig, methods: Sequence[Method], config_name: str) -> dict[str, Any]:
+    """Run (or continue) the comparison and write its outputs; returns the JSON report.
+    Raises Preempted when ``compare.stop_after_minutes`` ran out (everything so far is saved)."""
+    start = time.time()
+    compare_cfg = cfg.compare
+    out = Path(compare_cfg.output_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    minutes = compare_cfg.get("stop_after_minutes")
+    deadline = start + 60 * float(minutes) if minutes is not None else None
+    ledger_path = out / "commands.json"
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
+    ledger.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": None, "machine": machine()})
+    cache = FeatureCache(shared_vision(methods), out / "features") if compare_cfg.get("feature_cache", True) else None
     width = cache.width if cache is not None else None
     try:
-        results = train_interleaved(cfg, out, cache, width)
+        lrs = sweep_lrs(cfg, methods, out, cache, width, deadline)
+        runs = {m.name: {seed: train_method(cfg, methods, m, out / "runs" / m.name / f"seed{seed}", seed,
+                                            lrs[m.name]["lr"], int(compare_cfg.eval_every), True, cache, width,
+                                            deadline)
+                         for seed in compare_cfg.seeds}
+                for m in methods}
     finally:
         if cache is not None:
             cache.release()
         shutdown_distributed()
-    macs = connector_macs(cfg)
-    window = float(cfg.compare.get("final_loss_window", 0.1))
-    rows = summarize(results, macs, window)
-    info = {"config": config_name, "model_type": cfg.compare.model_type, "steps": int(cfg.compare.steps),
-            "stage1_share": float(cfg.compare.get("stage1_share", 0.75)),
+        ledger[-1]["seconds"] = round(time.time() - start, 1)
+        atomic_write_text(ledger_path, json.dumps(ledger, indent=2))
+    macs = connector_macs(methods, int(cfg.run.batch_size_train))
+    info = {"config": config_name, "model_type": compare_cfg.model_type, "steps": int(compare_cfg.steps),
+            "eval_every": int(compare_cfg.eval_every), "seeds": list(compare_cfg.seeds),
             "batch_size": int(cfg.run.batch_size_train), "feature_cache": cache is not None,
-            "eval_split": cfg.compare.get("eval_split", "test"), "final_loss_window": window,
-            "machine": machine(), "load_average": [round(x, 1) for x in os.getloadavg()]}
-    report = {**info, "methods": rows, "runs": {name: asdict(r) for name, r in results.items()}}
-    (out / "comparison.json").write_text(json.dumps(report, indent=2))
-    (out / "comparison.md").write_text(markdown(rows, info))
-    plot_losses(results, out / "loss_curves.png")
-    return report
+            "valid_split": compare_cfg.get("valid_split", "val"), "test_split": compare_cfg.get("test_split", "test"),
+            "reference": compare_cfg.reference, "target_cider": compare_cfg.get("target_cider"),
+            "machine": machine(), "commands": ledger,
+            "most_frequent_caption_val_cider": most_frequent_caption_cider(
+                out / "runs" / methods[0].name / f"seed{compare_cfg.seeds[0]}" / methods[0].stages[-1].name
+                / "config.yaml", compare_cfg.get("valid_split", "val"), out)}
+    result = compare_report.build(info, methods, lrs, runs, macs, paper_scale(compare_cfg.get("paper_scale"), out))
+    atomic_write_text(out / "comparison.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "comparison.md", compare_report.markdown(result))
+    compare_report.plot(result, out / "cider_vs_time.png")
+    return result
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg-path", required=True, help="comparison YAML (see projects/compare/)")
-    parser.add_argument("--options", nargs="+", default=[], help="override config settings: key=value ...")
+    parser = add_config_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.cfg_path, args.options)
-        shared_vision(cfg)
+        cfg, methods = read_config(args.cfg_path, args.options)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    compare(cfg, args.cfg_path)
+    try:
+        compare(cfg, methods, args.cfg_path)
+    except Preempted as stop:
+        print(f"stopped ({stop}); rerun the same command to continue", file=sys.stderr)
+        return EXIT_UNFINISHED
     out = Path(cfg.compare.output_dir)
     print((out / "comparison.md").read_text())
-    print(f"written: {out / 'comparison.md'}, {out / 'comparison.json'}, {out / 'loss_curves.png'}")
+    print(f"written: {out / 'comparison.md'}, {out / 'comparison.json'}, {out / 'cider_vs_time.png'}")
     return 0
 
 

@@ -4,7 +4,13 @@
 
 The paper's Table 6 method: only the connector is counted, since the frozen ViT and LLM are the same
 for EVLGen and BLIP-2. A config names one model (``model:``), or several (``methods.<name>.model``, as
-the comparison configs do); each is counted as one stage:
+the comparison configs do, or ``methods.<name>.stages.<stage>.model``); each is counted as one stage.
+
+The tool asks each model class what to count: ``STAGE`` (its display name), ``LOSSES`` (its training
+losses), ``CONNECTOR`` (the dotted path of the module whose calls are recorded as passes) and ``MIN_BATCH``
+(the smallest batch its losses work on). A model whose only loss is ``caption`` is counted on one
+``encode_image`` (the frozen LLM that computes that loss is not the connector); any other is counted on
+its whole training forward, since all its losses run through the connector:
 
 * EVLGen: one pass of ``ln_vision -> f_proj1 -> TomeFormer -> f_proj2`` (``encode_image``).
 * BLIP-2 stage 1: LAVIS's whole ``Blip2Qformer.forward`` (ITC + ITM + ITG), which runs the Q-Former
@@ -31,9 +37,10 @@ matrix product it executes:
 * not counted: LayerNorm, softmax, GELU, residual and bias additions, dropout, losses.
 
 Counts are forward passes per training sample (backward costs about twice as much again). The batch
-(``--batch``, at least 2 for stage 1) matters only for stage 1's ITC similarity products, which grow
-with it (32 x 256 MACs per image-caption pair); BLIP-2 pads captions to ``max_txt_len``, so its counts
-do not depend on the caption text. With a ``run`` section, the whole schedule's connector MACs are
+(``--batch``, at least the model's ``MIN_BATCH``: 2 for stage 1) matters only for stage 1's ITC
+similarity products, which grow with it (32 x 256 MACs per image-caption pair); BLIP-2 pads captions
+to ``max_txt_len``, so its counts do not depend on the caption text. With a ``run`` section, the
+whole schedule's connector MACs are
 ``per sample x global batch x run.max_iters``, the global batch being ``run.global_batch_size``, else
 ``run.batch_size_train x run.world_size x run.accum_grad_iters``.
 """
@@ -42,6 +49,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import operator
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -56,9 +64,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import lavis_evlgen  # noqa: F401  registers the models
-from lavis_evlgen.models.blip2 import Blip2Stage1, Blip2Stage2OPT
+from lavis_evlgen.common.cli_config import add_config_arguments, load_config, model_section
+from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.models.blip2.parts import MINILM_VOCAB
-from lavis_evlgen.models.evlgen_base import EVLGenBase
 from lavis_evlgen.models.tome import token_counts
 from lavis_evlgen.models.vision import build_vision_encoder
 
@@ -94,30 +102,24 @@ class StageMacs:
 
 
 # ---------------------------------------------------------------------------------------------- configs
-def model_config(section: DictConfig) -> DictConfig:
-    """A ``model`` section as LAVIS's Config builds it: the type's default config, then the given keys."""
-    arch = section.get("arch")
-    model_cls = registry.get_model_class(arch)
-    if model_cls is None:
-        raise ValueError(f"model.arch: unknown model '{arch}'")
-    model_type = section.get("model_type") or model_cls.default_model_type()
-    base = OmegaConf.load(model_cls.default_config_path(model_type)).model
-    return OmegaConf.merge(base, section)
-
-
 def stage_sections(cfg: DictConfig) -> list[tuple[DictConfig, Optional[DictConfig]]]:
-    """``(model section, run section or None)`` of an experiment config, or of each of a comparison's methods
-    (whose model type defaults to ``compare.model_type``)."""
+    """``(model section, run section or None)`` of an experiment config, or of each stage of a comparison's
+    methods (``methods.<name>.model`` or ``methods.<name>.stages.<stage>.model``; model type defaults to
+    ``compare.model_type``)."""
     if cfg.get("model") is not None:
         return [(cfg.model, cfg.get("run"))]
     methods = cfg.get("methods")
     if not methods:
-        raise ValueError("--cfg-path: the config has neither a 'model' section nor 'methods.<name>.model' sections")
+        raise ConfigError("--cfg-path: the config has neither a 'model' section nor 'methods.<name>' sections")
     default_type = (cfg.get("compare") or {}).get("model_type")
     sections = []
-    for method in methods.values():
-        model = OmegaConf.merge({"model_type": default_type}, method.model) if default_type else method.model
-        sections.append((model, None))
+    for name, method in methods.items():
+        stages = method.get("stages")
+        models = [stage.get("model") for stage in stages.values()] if stages else [method.get("model")]
+        for model in models:
+            if model is None:
+                raise ConfigError(f"methods.{name}: each stage needs a 'model' section")
+            sections.append((OmegaConf.merge({"model_type": default_type}, model) if default_type else model, None))
     return sections
 
 
@@ -150,7 +152,7 @@ def _bert_shape(cfg: DictConfig, key: str) -> None:
         if found is not None:
             section.config = found
         elif not section.get("config"):
-            raise ValueError(f"model.{key}.bert: no config.json at {folder} and no model.{key}.config: "
+            raise ConfigError(f"model.{key}.bert: no config.json at {folder} and no model.{key}.config: "
                              "the BERT shape is needed to count MACs")
         if key == "qformer" and not section.get("tokenizer"):
             has_vocab = os.path.isfile(os.path.join(str(folder), "vocab.txt"))
@@ -166,7 +168,7 @@ def _llm_stand_in(cfg: DictConfig) -> None:
     settings = _local_config(cfg.llm.get("path"))
     if settings is None:
         if not cfg.llm.get("config"):
-            raise ValueError(f"model.llm.path: no config.json at {cfg.llm.get('path')} and no model.llm.config: "
+            raise ConfigError(f"model.llm.path: no config.json at {cfg.llm.get('path')} and no model.llm.config: "
                              "the LLM width is needed to count MACs")
         settings = OmegaConf.to_container(cfg.llm.config, resolve=True)
     settings = {k: v for k, v in settings.items() if k not in ("quantization_config", "torch_dtype")}
@@ -192,26 +194,35 @@ def shape_only(model_cfg: DictConfig) -> tuple[DictConfig, int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- counting
-def _stage_name(model: nn.Module) -> str:
-    if isinstance(model, EVLGenBase):
-        return "EVLGen"
-    if isinstance(model, Blip2Stage1):
-        return "BLIP-2 stage 1"
-    if isinstance(model, Blip2Stage2OPT):
-        return "BLIP-2 stage 2"
-    raise ValueError(f"no connector known for {type(model).__name__}")
+def declared(model_cls: type, name: str) -> Any:
+    """A class attribute every model declares for the tools (``STAGE``, ``LOSSES``, ``CONNECTOR``, ``MIN_BATCH``)."""
+    value = getattr(model_cls, name, None)
+    if value is None:
+        raise ConfigError(f"model.arch: {model_cls.__name__} does not declare {name}, which the MACs and comparison "
+                          "tools read")
+    return value
 
 
-def _qformer_pass_name(stage: str, args: tuple, kwargs: dict) -> str:
-    has_text = bool(args) or kwargs.get("input_ids") is not None
+def connector_module(model: nn.Module) -> nn.Module:
+    """The module at the model's declared ``CONNECTOR`` path."""
+    return operator.attrgetter(declared(type(model), "CONNECTOR"))(model)
+
+
+def _pass_name(module: nn.Module, losses: tuple[str, ...], args: tuple, kwargs: dict) -> str:
+    """What a connector call computes, read from its inputs (BERT-style keyword arguments for the Q-Former)."""
+    first = args[0] if args else None
+    has_text = kwargs.get("input_ids") is not None or (
+        isinstance(first, torch.Tensor) and not torch.is_floating_point(first))
     has_queries = kwargs.get("query_embeds") is not None
     if has_queries and has_text:
         return "ITM: queries + caption over the image (positives, negative images, negative captions)"
     if has_queries:
-        return "queries over the image" + (" (ITC)" if stage == "BLIP-2 stage 1" else "")
+        return "queries over the image" + (" (ITC)" if "itc" in losses else "")
     if kwargs.get("past_key_values") is not None:
         return "ITG: caption decoder on the cached query states"
-    return "ITC: caption alone"
+    if has_text:
+        return "ITC: caption alone"
+    return type(module).__name__
 
 
 def _call_batch(args: tuple, kwargs: dict) -> int:
@@ -224,15 +235,15 @@ def _call_batch(args: tuple, kwargs: dict) -> int:
 class _PassRecorder:
     """Forward hooks on the connector's core module that record each call's MACs and batch."""
 
-    def __init__(self, counter: FlopCounterMode, module: nn.Module, stage: str):
-        self.counter, self.stage = counter, stage
+    def __init__(self, counter: FlopCounterMode, module: nn.Module, losses: tuple[str, ...]):
+        self.counter, self.losses = counter, losses
         self.passes: list[ConnectorPass] = []
         self._open: list[tuple[str, int, int]] = []
         self.handles = [module.register_forward_pre_hook(self._pre, with_kwargs=True),
                         module.register_forward_hook(self._post)]
 
     def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        name = "TomeFormer" if self.stage == "EVLGen" else _qformer_pass_name(self.stage, args, kwargs)
+        name = _pass_name(module, self.losses, args, kwargs)
         self._open.append((name, _call_batch(args, kwargs), self.counter.get_total_flops()))
 
     def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -254,37 +265,38 @@ def count_stage(model: nn.Module, tokens: int, width: int, batch: int = 2, seed:
 
     The model's parameters are frozen by the count (so no autograd state is built): pass a throwaway model.
     """
-    stage = _stage_name(model)
+    model_cls = type(model)
+    stage, losses = declared(model_cls, "STAGE"), tuple(declared(model_cls, "LOSSES"))
+    min_batch = int(declared(model_cls, "MIN_BATCH"))
+    if batch < min_batch:
+        raise ConfigError(f"--batch: {stage} needs at least {min_batch} samples per step (its losses "
+                          f"{', '.join(losses)} work within the batch)")
     trainable = model.trainable_parameters()
     model.requires_grad_(False)
-    if stage == "BLIP-2 stage 1" and batch < 2:
-        raise ValueError("--batch: BLIP-2 stage 1 needs at least 2 samples (ITC and ITM work within the batch)")
     generator = torch.Generator().manual_seed(seed)
     samples: dict[str, Any] = {"image_features": torch.randn(batch, tokens, width, generator=generator)}
-    core = model.tomeformer if stage == "EVLGen" else model.Qformer.bert
+    core = connector_module(model)
     model.eval()
+    embeds = None
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        recorder = _PassRecorder(counter, core, stage)
+        recorder = _PassRecorder(counter, core, losses)
         try:
-            if stage == "BLIP-2 stage 1":
-                model({**samples, "text_input": _captions(batch, model.max_txt_len)})
-            else:
+            if losses == ("caption",):
                 embeds, _ = model.encode_image(samples)
+            else:
+                model({**samples, "text_input": _captions(batch, model.max_txt_len)})
         finally:
             recorder.remove()
     total = counter.get_total_flops() // 2
     passes = recorder.passes
     per_sample = [{"pass": p.name, "batch_multiple": p.batch / batch, "macs_per_sample": p.macs // batch}
                   for p in passes]
-    if stage == "EVLGen":
-        connector_tokens = int(embeds.shape[1])
-        tomeformer = model.tomeformer
-        tokens_per_layer = token_counts(tokens, tomeformer.r_per_layer, tomeformer.class_token)
-    else:
-        connector_tokens = int(model.query_tokens.shape[1])
-        tokens_per_layer = []
+    queries = getattr(model, "query_tokens", None)
+    connector_tokens = int(embeds.shape[1]) if embeds is not None else int(queries.shape[1])
+    merges = getattr(core, "r_per_layer", None)
+    tokens_per_layer = token_counts(tokens, merges, core.class_token) if merges is not None else []
     return StageMacs(
-        stage=stage, model=type(model).__name__, vision_tokens=tokens, vision_width=width,
+        stage=stage, model=model_cls.__name__, vision_tokens=tokens, vision_width=width,
         connector_tokens=connector_tokens, macs_per_sample=total // batch, calls_per_step=len(passes),
         sample_passes_per_sample=sum(p.batch for p in passes) / batch, passes=per_sample,
         other_macs_per_sample=(total - sum(p.macs for p in passes)) // batch, tokens_per_layer=tokens_per_layer,
@@ -306,7 +318,7 @@ def run_totals(stage: StageMacs, run: Optional[DictConfig]) -> dict[str, Any]:
 
 def build_shape_model(model_cfg: DictConfig) -> tuple[nn.Module, int, int]:
     """The model of ``model_cfg`` at full size from shapes alone (random weights, ViT tokens as input)."""
-    cfg, tokens, width = shape_only(model_config(model_cfg))
+    cfg, tokens, width = shape_only(model_section(model_cfg))
     model = registry.get_model_class(cfg.arch).from_config(cfg)
     return model, tokens, width
 
@@ -357,17 +369,15 @@ def format_markdown(stages: Sequence[StageMacs]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg-path", required=True, help="experiment, model or comparison YAML")
-    parser.add_argument("--options", nargs="+", default=[], help="override config settings: key=value ...")
-    parser.add_argument("--batch", type=int, default=2, help="samples per counted step (>= 2 for BLIP-2 stage 1)")
+    parser = add_config_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--batch", type=int, default=2, help="samples per counted step (>= the model's MIN_BATCH)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.cfg_path):
-        print(f"--cfg-path: no such file: {args.cfg_path}", file=sys.stderr)
+    try:
+        stages = report(load_config(args.cfg_path, args.options), batch=args.batch)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
         return 2
-    cfg = OmegaConf.merge(OmegaConf.load(args.cfg_path), OmegaConf.from_dotlist(args.options))
-    stages = report(cfg, batch=args.batch)
     if args.json:
         print(json.dumps([asdict(s) for s in stages], indent=2))
     else:

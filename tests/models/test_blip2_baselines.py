@@ -371,3 +371,19 @@ def test_blip2_gqa_config_evaluates_a_stage2_checkpoint_end_to_end(tmp_path, mon
     job = tmp_path / "out/blip2_gqa_opt2.7b"
     scores = json.loads((job / "evaluate.txt").read_text().splitlines()[-1])["testdev"]
     assert scores["questions_scored"] == len(answers) - 1  # one image is unreadable
+
+
+def test_stage2_takes_evlgens_layout_options():
+    """bos_first and match_embedding_scale act on BLIP-2 stage 2 as on EVLGen (the shared layout)."""
+    torch.manual_seed(0)
+    model = tiny("blip2_stage2_llama", bos_first=True, match_embedding_scale=True).eval()
+    word_rms = model.opt_model.get_input_embeddings().weight.pow(2).mean().sqrt()
+    rms = model.opt_proj.weight.pow(2).sum(dim=1).mean().sqrt()
+    torch.testing.assert_close(rms, word_rms)
+    assert not model.opt_proj.bias.any()
+    vis, vis_atts = model.encode_image(batch(2))
+    ids = model.opt_tokenizer(["a"], return_tensors="pt", add_special_tokens=False).input_ids.expand(2, -1)
+    embeds, atts = model.llm_inputs(vis, vis_atts, ids, torch.ones_like(ids))
+    bos = model.opt_model.get_input_embeddings().weight[model.opt_tokenizer.bos_token_id]
+    assert embeds.shape[1] == 1 + vis.shape[1] + ids.shape[1] and atts.all()
+    assert torch.equal(embeds[0, 0], bos) and torch.equal(embeds[:, 1:1 + vis.shape[1]], vis)

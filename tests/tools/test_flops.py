@@ -125,9 +125,26 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     assert "--cfg-path" in capsys.readouterr().err
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump({"run": {}}))
-    with pytest.raises(ValueError, match="methods"):
-        flops.main(["--cfg-path", str(path)])
-    built, tokens, width = flops.build_shape_model(flops.OmegaConf.create({"arch": "blip2_stage1",
-                                                                           "model_type": "tiny"}))
-    with pytest.raises(ValueError, match="--batch"):
-        flops.count_stage(built, tokens, width, batch=1)
+    assert flops.main(["--cfg-path", str(path)]) == 2
+    assert "methods" in capsys.readouterr().err
+    # Stage 1's in-batch ITC/ITM: its declared MIN_BATCH is 2.
+    assert flops.main(["--cfg-path", str(path), "--batch", "1", "--options", "model.arch=blip2_stage1",
+                       "model.model_type=tiny"]) == 2
+    assert "--batch: BLIP-2 stage 1 needs at least 2" in capsys.readouterr().err
+
+
+def test_the_tool_asks_the_model_what_to_count(tmp_path, capsys, monkeypatch):
+    """A model that points CONNECTOR at another module is counted there, without editing the tool."""
+    from lavis_evlgen.models.evlgen import EVLGen
+
+    monkeypatch.setattr(EVLGen, "CONNECTOR", "proj1")
+    monkeypatch.setattr(EVLGen, "STAGE", "EVLGen, f_proj1 as the connector")
+    stage = count(tmp_path, "evlgen_opt", capsys)
+    assert stage["stage"] == "EVLGen, f_proj1 as the connector"
+    assert [p["pass"] for p in stage["passes"]] == ["Linear"]
+    assert stage["passes"][0]["macs_per_sample"] == linear(N, D_VIT, H)
+    assert stage["macs_per_sample"] == 311_424  # the whole encode_image is still counted
+    monkeypatch.delattr(EVLGen, "MIN_BATCH")
+    path = tmp_path / "cfg.yaml"
+    assert flops.main(["--cfg-path", str(path)]) == 2
+    assert "does not declare MIN_BATCH" in capsys.readouterr().err

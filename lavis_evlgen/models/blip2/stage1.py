@@ -34,6 +34,10 @@ from lavis_evlgen.models.model_types import PluginModelTypes
 class Blip2Stage1(PluginModelTypes, Blip2Qformer):
     """BLIP-2's first stage: LAVIS's class with offline builders (keys: lavis_evlgen/configs/models/blip2_stage1)."""
 
+    STAGE = "BLIP-2 stage 1"
+    LOSSES = ("itc", "itm", "itg")
+    CONNECTOR = "Qformer.bert"
+    MIN_BATCH = 2
     DEFAULT_MODEL_TYPE = "pretrain"
     KEY_MAP = BLIP2_KEYS
     TRAINABLE_PARTS = ("ln_vision", "Qformer", "query_tokens", "vision_proj", "text_proj", "itm_head", "temp")

@@ -72,6 +72,10 @@ LLAMA_TYPES = {
 class Blip2Stage2(AnswerByGeneration, VisualPromptLM, PluginModelTypes, Blip2OPT):
     """BLIP-2 stage 2 for any LLM family (config keys: see lavis_evlgen/configs/models/blip2_stage2_*)."""
 
+    STAGE = "BLIP-2 stage 2"
+    LOSSES = ("caption",)
+    CONNECTOR = "Qformer.bert"
+    MIN_BATCH = 1
     KEY_MAP = BLIP2_KEYS
     TRAINABLE_PARTS = ("ln_vision", "Qformer", "query_tokens", "opt_proj")
     PROJECTION = "opt_proj"
