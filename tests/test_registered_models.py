@@ -9,7 +9,6 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
 from lavis.common.registry import registry
 from omegaconf import OmegaConf
 
@@ -24,14 +23,7 @@ TINY_TYPES = [(name, model_type) for name in PLUGIN_MODELS
 CAPTIONS = ["a red circle", "two small blue squares"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread_and_no_leftover_group():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if dist.is_initialized():  # BLIP-2 stage 1 joins a one-process group; leave none behind for other tests
-        dist.destroy_process_group()
+pytestmark = pytest.mark.usefixtures("one_thread_and_no_leftover_group")
 
 
 def build(name: str, model_type: str, seed: int):

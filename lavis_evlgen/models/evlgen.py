@@ -35,7 +35,7 @@ from lavis_evlgen.common.config_check import ConfigError, optional_flag, optiona
 from lavis_evlgen.models.answering import AnswerByGeneration
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.loading import EVLGEN_KEYS
-from lavis_evlgen.models.model_types import PluginModelTypes
+from lavis_evlgen.models.model_types import PluginModelTypes, all_family_types
 from lavis_evlgen.models.tomeformer import TomeFormer
 from lavis_evlgen.models.vision import build_vision_encoder
 from lavis_evlgen.models.visual_prompt import VisualPromptLM, layout_options
@@ -109,8 +109,7 @@ class EVLGen(AnswerByGeneration, VisualPromptLM, PluginModelTypes, BaseModel):
     KEY_MAP = EVLGEN_KEYS
     TRAINABLE_PARTS = ("ln_vision", "proj1", "tomeformer", "proj2")
     DEFAULT_MODEL_TYPE = "pretrain_opt2.7b"
-    PRETRAINED_MODEL_CONFIG_DICT = {**OPT_TYPES, **{k: v for k, v in VICUNA_TYPES.items() if k != "tiny"},
-                                    "tiny_llama": VICUNA_TYPES["tiny"]}
+    PRETRAINED_MODEL_CONFIG_DICT = all_family_types(OPT_TYPES, VICUNA_TYPES)
 
     def __init__(self, vision: Optional[nn.Module], vision_width: int, tomeformer: TomeFormer,
                  llm: nn.Module, tokenizer, vision_dtype: torch.dtype = torch.float32, apply_lemmatizer: bool = False,

@@ -34,6 +34,7 @@ from torch import nn
 
 from lavis_evlgen.models.evlgen import EVLGen
 from lavis_evlgen.models.loading import EVLGEN_VIDEO_KEYS
+from lavis_evlgen.models.model_types import all_family_types
 from lavis_evlgen.models.sequence_scoring import SequenceScoringMixin
 from lavis_evlgen.models.temporal import TEMPORAL_SCALES, FrameCount, add_temporal_modules
 
@@ -60,8 +61,7 @@ class EVLGenVideo(SequenceScoringMixin, EVLGen):
     TRAINABLE_PARTS = EVLGen.TRAINABLE_PARTS + ("temporal",)
     KEY_MAP = EVLGEN_VIDEO_KEYS
     DEFAULT_MODEL_TYPE = "video_opt2.7b"
-    PRETRAINED_MODEL_CONFIG_DICT = {**OPT_TYPES, **{k: v for k, v in VICUNA_TYPES.items() if k != "tiny"},
-                                    "tiny_llama": VICUNA_TYPES["tiny"]}
+    PRETRAINED_MODEL_CONFIG_DICT = all_family_types(OPT_TYPES, VICUNA_TYPES)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -8,6 +8,12 @@ from lavis_evlgen.common.paths import config_path
 from lavis_evlgen.models.loading import KeyMap, load_from_config, load_weights
 
 
+def all_family_types(opt_types: dict[str, str], llama_types: dict[str, str]) -> dict[str, str]:
+    """The model types of a class registered for every LLM family: the OPT types, then the Llama ones, whose
+    ``tiny`` is listed as ``tiny_llama`` (the OPT one keeps ``tiny``)."""
+    return {**opt_types, **{("tiny_llama" if k == "tiny" else k): v for k, v in llama_types.items()}}
+
+
 class PluginModelTypes:
     """Mixin for LAVIS models of the plugin: ``PRETRAINED_MODEL_CONFIG_DICT`` paths are under ``lavis_evlgen/configs/``;
     ``load_checkpoint``, ``load_from_pretrained`` and ``load_checkpoint_from_config`` replace LAVIS's (which

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from accelerate import init_empty_weights
 from lavis.common.registry import registry
 from lavis.models.blip2_models.blip2_opt import Blip2OPT
@@ -20,14 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 STAGE2 = ["blip2_stage2_opt", "blip2_stage2_llama"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread_and_no_leftover_group():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if dist.is_initialized():  # stage 1 joins a one-process group; leave none behind for other tests
-        dist.destroy_process_group()
+pytestmark = pytest.mark.usefixtures("one_thread_and_no_leftover_group")
 
 
 def tiny(name, **overrides):

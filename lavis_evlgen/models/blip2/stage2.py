@@ -44,7 +44,7 @@ from lavis_evlgen.models.blip2.parts import (
 from lavis_evlgen.models.blip2.weights import load_stage1
 from lavis_evlgen.models.llm import build_llm, freeze
 from lavis_evlgen.models.loading import BLIP2_KEYS
-from lavis_evlgen.models.model_types import PluginModelTypes
+from lavis_evlgen.models.model_types import PluginModelTypes, all_family_types
 from lavis_evlgen.models.visual_prompt import VisualPromptLM, layout_options
 
 
@@ -80,7 +80,7 @@ class Blip2Stage2(AnswerByGeneration, VisualPromptLM, PluginModelTypes, Blip2OPT
     TRAINABLE_PARTS = ("ln_vision", "Qformer", "query_tokens", "opt_proj")
     PROJECTION = "opt_proj"
     DEFAULT_MODEL_TYPE = "pretrain_opt2.7b"
-    PRETRAINED_MODEL_CONFIG_DICT = {**OPT_TYPES, "embedded": LLAMA_TYPES["embedded"], "tiny_llama": LLAMA_TYPES["tiny"]}
+    PRETRAINED_MODEL_CONFIG_DICT = all_family_types(OPT_TYPES, LLAMA_TYPES)
 
     def __init__(self, cfg: DictConfig):
         super(Blip2OPT, self).__init__()  # Blip2Base: Blip2OPT.__init__ downloads (see module doc)
