@@ -32,6 +32,8 @@ Beyond the paper (each off by default; off, the arithmetic is the paper's):
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +197,25 @@ class TomeFormer(nn.Module):
         else:
             self.set_r(r)
         self.thresholds = parse_threshold(threshold, self.num_layers)
+
+    @contextlib.contextmanager
+    def merging(self, r: int | list[int] | tuple[int, float] | None = None, tokens: int | None = None,
+                threshold: float | list[float | None] | None = None) -> Iterator[None]:
+        """Merge by this schedule (as ``set_merge_schedule`` takes it) inside the block and by the previous
+        one after, e.g. to caption one request at another r in a served model."""
+        saved = self.r_per_layer, self.target_tokens, self.thresholds
+        self.set_merge_schedule(r=r, tokens=tokens, threshold=threshold)
+        try:
+            yield
+        finally:
+            self.r_per_layer, self.target_tokens, self.thresholds = saved
+
+    def describe_schedule(self) -> str:
+        """The merge schedule in words: r per layer or the final token count, and thresholds when set."""
+        words = f"r per layer {self.r_per_layer}" if self.target_tokens is None else f"{self.target_tokens} tokens"
+        if self.thresholds is not None:
+            words += f", thresholds {[None if t is None else round(t, 4) for t in self.thresholds]}"
+        return words
 
     def merge_schedule(self, num_tokens: int) -> list[int]:
         """The r of each layer for inputs of ``num_tokens`` tokens (a fresh draw in training with random_tokens)."""

@@ -53,20 +53,18 @@ def calibrate_thresholds(tomeformer: TomeFormer, batches: Sequence[Batch], targe
     reference = r_for_tokens(num_tokens, target, layers, tomeformer.class_token)
     goals = token_counts(num_tokens, reference, tomeformer.class_token)
     caps = [math.ceil(cap_factor * r) for r in reference]
-    saved = (tomeformer.r_per_layer, tomeformer.target_tokens, tomeformer.thresholds, tomeformer.training)
+    training = tomeformer.training
     tomeformer.eval()
     thresholds: list[float] = []
     try:
         for layer in range(layers):
             # Layers before this one merge as calibrated; this one and the later ones not at all, so the
             # output mask is this layer's input mask, in the order of the keys captured below.
-            tomeformer.set_merge_schedule(r=caps[:layer] + [0] * (layers - layer),
-                                          threshold=thresholds + [None] * (layers - layer))
-            metrics, masks = _layer_metrics(tomeformer, batches, layer)
+            with tomeformer.merging(r=caps[:layer] + [0] * (layers - layer),
+                                    threshold=thresholds + [None] * (layers - layer)):
+                metrics, masks = _layer_metrics(tomeformer, batches, layer)
             thresholds.append(_bisect(metrics, masks, caps[layer], tomeformer.class_token, goals[layer]))
     finally:
-        r, tokens, threshold, training = saved
-        tomeformer.set_merge_schedule(r=None if tokens else r, tokens=tokens, threshold=threshold)
         tomeformer.train(training)
     return caps, thresholds
 

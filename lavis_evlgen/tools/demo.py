@@ -48,19 +48,30 @@ class DemoModel:
         self.vis_processor = vis_processor
         self.max_len = max_len
         self.repetition_penalty = repetition_penalty
-        self.trained_r = list(model.tomeformer.r_per_layer)
         self._lock = threading.Lock()
 
-    def parse_r(self, text: str) -> list[int]:
-        """Per-layer r from the form's text: one int for every layer, or one per layer separated by commas."""
+    def parse_r(self, text: str) -> list[int] | None:
+        """Per-layer r from the form's text: one int for every layer, or one per layer separated by commas;
+        None (the trained schedule) when empty."""
         layers = self.model.tomeformer.num_layers
         try:
             values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
             if not values:
-                return list(self.trained_r)
+                return None
             return parse_r(values[0] if len(values) == 1 else values, layers)
         except ValueError as err:
             raise ValueError(f"r: give one non-negative int or {layers} comma-separated ints ({err})") from err
+
+    def schedule(self, r: list[int] | None) -> contextlib.AbstractContextManager:
+        """The TomeFormer merging ``r`` per layer (at most r per layer where it has thresholds), or as trained
+        when ``r`` is None."""
+        tomeformer = self.model.tomeformer
+        return contextlib.nullcontext() if r is None else tomeformer.merging(r=r, threshold=tomeformer.thresholds)
+
+    def describe(self, r: list[int] | None) -> str:
+        """The schedule a request ran with, in words."""
+        trained = self.model.tomeformer.describe_schedule()
+        return f"trained schedule: {trained}" if r is None else f"r per layer {r}"
 
     def _image(self, image: Image.Image) -> torch.Tensor:
         return self.vis_processor(image.convert("RGB"))[None].to(self.model.device)
@@ -68,7 +79,7 @@ class DemoModel:
     def caption(self, image: Image.Image, num_beams: int = 1, r: str = "") -> tuple[str, Image.Image, int]:
         """Caption, merge-map overlay and visual token count of ``image`` at the given r."""
         tensor = self._image(image)
-        with self._lock, merging_r(self.model, self.parse_r(r)):
+        with self._lock, self.schedule(self.parse_r(r)):
             text = self.model.generate({"image": tensor}, num_beams=int(num_beams), max_length=self.max_len,
                                        min_length=1, repetition_penalty=self.repetition_penalty)[0]
             owner = merge_map(self.model, tensor[0])
@@ -80,20 +91,9 @@ class DemoModel:
         """Zero-shot answer to ``question`` with BLIP-2's prompt (``predict_answers``)."""
         if not question.strip():
             raise ValueError("question: empty")
-        with self._lock, merging_r(self.model, self.parse_r(r)):
+        with self._lock, self.schedule(self.parse_r(r)):
             return self.model.predict_answers({"image": self._image(image), "text_input": [question]},
                                               num_beams=1)[0]
-
-
-@contextlib.contextmanager
-def merging_r(model: torch.nn.Module, r: list[int]):
-    """The TomeFormer merges ``r`` per layer inside the block, its trained schedule again after."""
-    saved = list(model.tomeformer.r_per_layer)
-    model.tomeformer.set_r(r)
-    try:
-        yield
-    finally:
-        model.tomeformer.set_r(saved)
 
 
 def overlay(photo: np.ndarray, owner: np.ndarray, alpha: float = 0.55) -> Image.Image:
@@ -150,7 +150,7 @@ def build_app(demo: DemoModel, examples: list[str]):
             text, picture, tokens = demo.caption(image, num_beams, r)
         except ValueError as err:
             raise gr.Error(str(err)) from err
-        return text, picture, f"{tokens} visual tokens (r per layer: {demo.parse_r(r)})"
+        return text, picture, f"{tokens} visual tokens ({demo.describe(demo.parse_r(r))})"
 
     def answer(image, question, r):
         if image is None:
@@ -160,7 +160,7 @@ def build_app(demo: DemoModel, examples: list[str]):
         except ValueError as err:
             raise gr.Error(str(err)) from err
 
-    trained = ", ".join(str(v) for v in demo.trained_r)
+    trained = demo.model.tomeformer.r_per_layer
     with gr.Blocks(title="EVLGen demo") as app:
         gr.Markdown("## EVLGen: captions from a token-merging connector\n"
                     "The TomeFormer merges similar visual tokens in every layer; the map colours each patch "
@@ -169,7 +169,9 @@ def build_app(demo: DemoModel, examples: list[str]):
             with gr.Column():
                 image = gr.Image(type="pil", label="image")
                 gr.Examples(examples=[[p] for p in examples], inputs=[image], examples_per_page=12)
-                r = gr.Textbox(value=trained, label="r: tokens merged per layer (one int, or one per layer)")
+                r = gr.Textbox(value=", ".join(str(v) for v in trained or []),
+                               label="r: tokens merged per layer (one int, or one per layer; empty: as trained, "
+                                     f"{demo.model.tomeformer.describe_schedule()})")
                 beams = gr.Radio(choices=[1, 3, 5], value=1, label="beams (1 = greedy)")
                 go = gr.Button("Caption", variant="primary")
             with gr.Column():

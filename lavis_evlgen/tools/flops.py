@@ -33,7 +33,8 @@ matrix product it executes:
 * ToMe merging: its key similarity, ceil(T/2) x floor(T/2) x head_dim per layer, is a matrix product
   and is counted; the merge itself (sort, gather, scatter-mean) is not a matrix product and adds
   nothing. Merging is seen through the token counts: each layer's attention and FFN run on the tokens
-  left after the previous layers' merges (``tokens_per_layer``);
+  left after the previous layers' merges (``tokens_per_layer``, as the connector reports them: with
+  threshold merging, the widest item of the batch, which is what the batched products run on);
 * not counted: LayerNorm, softmax, GELU, residual and bias additions, dropout, losses.
 
 Counts are forward passes per training sample (backward costs about twice as much again). The batch
@@ -67,7 +68,6 @@ import lavis_evlgen  # noqa: F401  registers the models
 from lavis_evlgen.common.cli_config import add_config_arguments, load_config, model_section
 from lavis_evlgen.common.config_check import ConfigError
 from lavis_evlgen.models.blip2.parts import MINILM_VOCAB
-from lavis_evlgen.models.tome import token_counts
 from lavis_evlgen.models.vision import build_vision_encoder
 
 BYTE_VOCAB = {"vocab_size": 259, "pad_token_id": 256, "bos_token_id": 257, "eos_token_id": 258}
@@ -238,6 +238,7 @@ class _PassRecorder:
     def __init__(self, counter: FlopCounterMode, module: nn.Module, losses: tuple[str, ...]):
         self.counter, self.losses = counter, losses
         self.passes: list[ConnectorPass] = []
+        self.widths: list[int] = []          # tokens after each layer, as the first call reports them
         self._open: list[tuple[str, int, int]] = []
         self.handles = [module.register_forward_pre_hook(self._pre, with_kwargs=True),
                         module.register_forward_hook(self._post)]
@@ -249,6 +250,8 @@ class _PassRecorder:
     def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
         name, batch, start = self._open.pop()
         self.passes.append(ConnectorPass(name, batch, (self.counter.get_total_flops() - start) // 2))
+        if not self.widths:
+            self.widths = list(getattr(output, "tokens_per_layer", None) or [])
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -293,8 +296,7 @@ def count_stage(model: nn.Module, tokens: int, width: int, batch: int = 2, seed:
                   for p in passes]
     queries = getattr(model, "query_tokens", None)
     connector_tokens = int(embeds.shape[1]) if embeds is not None else int(queries.shape[1])
-    merges = getattr(core, "r_per_layer", None)
-    tokens_per_layer = token_counts(tokens, merges, core.class_token) if merges is not None else []
+    tokens_per_layer = recorder.widths
     return StageMacs(
         stage=stage, model=model_cls.__name__, vision_tokens=tokens, vision_width=width,
         connector_tokens=connector_tokens, macs_per_sample=total // batch, calls_per_step=len(passes),

@@ -210,6 +210,20 @@ def test_inference_budget_changes_on_one_model():
         model.set_merge_schedule(tokens=0)
 
 
+def test_merging_sets_a_schedule_for_a_block_and_restores_the_previous_one():
+    model = small_tomeformer(r=19)
+    model.set_merge_schedule(tokens=29, threshold=0.5)
+    x = torch.randn(1, 257, 32)
+    with torch.no_grad():
+        with model.merging(r=4):
+            assert model(x).last_hidden_state.shape == (1, 257 - 12 * 4, 32)
+            assert model.thresholds is None
+        with pytest.raises(RuntimeError, match="inside"), model.merging(tokens=9):
+            raise RuntimeError("inside")
+    assert (model.r_per_layer, model.target_tokens, model.thresholds) == (None, 29, [0.5] * 12)
+    assert model.describe_schedule() == "29 tokens, thresholds " + str([0.5] * 12)
+
+
 def test_random_tokens_draw_per_training_forward_and_repeat_from_the_seed():
     model = small_tomeformer(r=8, random_tokens=(9, 45)).train()
     x = torch.randn(1, 129, 32)

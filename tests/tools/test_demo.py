@@ -88,7 +88,19 @@ def test_r_changes_the_token_count_and_restores_the_trained_schedule(served):
     _, _, fewer = demo.caption(image, 1, "4")
     _, _, none_merged = demo.caption(image, 1, "0, 0")
     assert (fewer, none_merged) == (9, 17)
-    assert demo.model.tomeformer.r_per_layer == demo.trained_r == [2, 2]
+    assert demo.model.tomeformer.r_per_layer == [2, 2]
+    _, _, as_trained = demo.caption(image, 1, "")
+    assert as_trained == 13
+
+
+def test_r_control_on_a_model_trained_for_a_token_count(tmp_path):
+    demo, examples = load_demo(_config(tmp_path), untrained=True, options=["model.tomeformer.tokens=5"])
+    image = Image.open(examples[0])
+    assert demo.caption(image, 1, "")[2] == 5
+    assert demo.caption(image, 1, "4")[2] == 9
+    assert demo.model.tomeformer.target_tokens == 5 and demo.model.tomeformer.r_per_layer is None
+    assert demo.caption(image, 1, "")[2] == 5
+    assert demo.describe(None) == "trained schedule: 5 tokens"
 
 
 def test_bad_r_is_an_error_naming_the_field(served):

@@ -66,6 +66,16 @@ def test_evlgen_tiny_matches_hand_count(tmp_path, capsys):
     assert stage["calls_per_step"] == 1 and stage["sample_passes_per_sample"] == 1
 
 
+def test_token_count_schedule_lists_the_tokens_after_each_layer(tmp_path, capsys):
+    """With a final token count instead of r, the widths come from the connector itself: 17 -> 9 in 2 layers."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "evlgen_opt", "model_type": "tiny"}}))
+    assert flops.main(["--cfg-path", str(path), "--json", "--options", "model.tomeformer.tokens=9"]) == 0
+    [stage] = json.loads(capsys.readouterr().out)
+    assert stage["tokens_per_layer"][-1] == stage["connector_tokens"] == 9
+    assert len(stage["tokens_per_layer"]) == 2 and stage["tokens_per_layer"][0] < 17
+
+
 def test_blip2_stage2_tiny_matches_hand_count(tmp_path, capsys):
     """4 queries; layer 0 has cross-attention to the 17 ViT tokens (cross_attention_freq 2), layer 1 not."""
     q = 4
