@@ -32,9 +32,16 @@ def load_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> Dic
     if not os.path.isfile(cfg_path):
         raise ConfigError(f"--cfg-path: no such file: {cfg_path}")
     try:
-        return OmegaConf.merge(OmegaConf.load(cfg_path), OmegaConf.from_dotlist(list(options)))
+        config, overrides = OmegaConf.load(cfg_path), OmegaConf.from_dotlist(list(options))
     except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"--cfg-path/--options: cannot read the config: {err}") from err
+    if not isinstance(config, DictConfig):
+        raise ConfigError(f"--cfg-path: {cfg_path} must hold a mapping (model:, datasets:, run:), "
+                          f"not a {type(config).__name__}")
+    try:
+        return OmegaConf.merge(config, overrides)
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        raise ConfigError(f"--options: cannot apply them to {cfg_path}: {err}") from err
 
 
 def lavis_config(cfg_path: str | os.PathLike, options: Sequence[str] = ()) -> Config:

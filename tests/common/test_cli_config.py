@@ -38,6 +38,11 @@ def test_missing_file_and_bad_option_name_the_argument(tmp_path, experiment):
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="--cfg-path/--options"):
         load_config(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- model\n- run\n")
+    with pytest.raises(ConfigError, match="--cfg-path: .*list.yaml must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="--options: cannot apply them"):
+        load_config(experiment, ["run=[1,2]"])
 
 
 def test_lavis_config_puts_the_file_over_the_model_type_defaults(experiment):
