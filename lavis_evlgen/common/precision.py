@@ -5,13 +5,14 @@ On a GPU both dtypes autocast. On a CPU only bf16 does, and only where the CPU c
 emulated and slower than fp32, so the run stays in fp32 and says why. A gradient scaler is used
 for fp16 only: bf16 has fp32's exponent range and needs none.
 
-Attention under CPU bf16 autocast: PyTorch's CPU flash-attention backward is several times slower in
-bf16 than in fp32 (measured on an AMX Xeon at the SmolLM2 shape [8, 9, 49, 64]: 15.2 ms against 2.8 ms),
-while attention is a small share of the FLOPs at these sequence lengths. So ``attention`` (used by the
-TomeFormer and, through ``lavis_evlgen.models.llm``, by the LLM) computes in fp32 inside a CPU bf16
-autocast region opened by ``Precision.autocast``; ``run.cpu_bf16_attention: bf16`` keeps the autocast
-dtype instead. Outside such a region (fp32 runs, GPUs, float64 checks) it is plain
-``F.scaled_dot_product_attention``.
+Attention under CPU bf16 autocast computes in bf16 like every other product (PyTorch's and transformers'
+own behaviour). ``run.cpu_bf16_attention: fp32`` instead computes ``attention`` (used by the TomeFormer and,
+through ``lavis_evlgen.models.llm``, by the LLM) in fp32 inside a CPU bf16 autocast region opened by
+``Precision.autocast``: PyTorch's CPU flash-attention backward is several times slower in bf16 than in fp32
+(15.2 ms against 2.8 ms on an AMX Xeon at the SmolLM2 shape [8, 9, 49, 64]), and a quickstart step takes
+0.60 s instead of 0.77 s on a 2-core AVX512-BF16 EPYC. It is not the default because the quickstart trained
+worse with it on the seeds measured on that machine (README, Quickstart results). Outside such a region
+(fp32 runs, GPUs, float64 checks) ``attention`` is plain ``F.scaled_dot_product_attention``.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class Precision:
     device_type: str
     dtype: torch.dtype
     reason: str
-    cpu_bf16_attention: str = "fp32"
+    cpu_bf16_attention: str = "bf16"
 
     @property
     def autocast_enabled(self) -> bool:
@@ -49,7 +50,7 @@ class Precision:
 
     @property
     def attention_in_fp32(self) -> bool:
-        """True where ``attention`` leaves autocast for fp32: CPU bf16 autocast, unless configured otherwise."""
+        """True where ``attention`` leaves autocast for fp32: CPU bf16 autocast with ``cpu_bf16_attention`` fp32."""
         return self.device_type == "cpu" and self.dtype == torch.bfloat16 and self.cpu_bf16_attention == "fp32"
 
     @contextlib.contextmanager
@@ -74,7 +75,7 @@ class Precision:
         name = {torch.float32: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[self.dtype]
         scaler = " with GradScaler" if self.needs_grad_scaler else ""
         if self.attention_in_fp32:
-            attention = "attention in fp32 (CPU bf16 flash-attention backward is slow; run.cpu_bf16_attention)"
+            attention = "attention in fp32 (run.cpu_bf16_attention)"
         else:
             attention = f"attention in {'fp32' if self.dtype == torch.float32 else name.split()[0]}"
         return f"precision: {name}{scaler} on {self.device_type} ({self.reason}); {attention}"
@@ -125,7 +126,7 @@ def resolve_precision(run_cfg: DictConfig, device: torch.device) -> Precision:
     dtype_name = str(run_cfg.get("amp_dtype", "bf16"))
     if dtype_name not in AMP_DTYPES:
         raise ValueError(f"run.amp_dtype: expected one of {sorted(AMP_DTYPES)}, got '{dtype_name}'")
-    attention_dtype = str(run_cfg.get("cpu_bf16_attention", "fp32"))
+    attention_dtype = str(run_cfg.get("cpu_bf16_attention", "bf16"))
     if attention_dtype not in CPU_BF16_ATTENTION:
         raise ValueError(f"run.cpu_bf16_attention: expected one of {list(CPU_BF16_ATTENTION)}, "
                          f"got '{attention_dtype}'")

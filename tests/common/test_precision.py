@@ -64,7 +64,7 @@ def test_attention_computes_in_fp32_under_cpu_bf16_autocast():
     q, k, v = _qkv()
     mask = torch.zeros(2, 1, 7, 7)
     mask[1, ..., 5:] = torch.finfo(torch.float32).min
-    with Precision("cpu", torch.bfloat16, "t").autocast():
+    with Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32").autocast():
         qb, kb, vb = (t @ torch.eye(8) for t in (q, k, v))  # bf16 under autocast, as projections are
         out = attention(qb, kb, vb, attn_mask=mask)
     assert qb.dtype == torch.bfloat16 and out.dtype == torch.bfloat16
@@ -90,14 +90,16 @@ def test_attention_outside_bf16_regions_is_plain_sdpa_in_every_dtype():
         q, k, v = (t.detach().to(dtype) for t in _qkv(1))
         expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         assert torch.equal(attention(q, k, v, is_causal=True), expected)
-        with Precision("cpu", torch.bfloat16, "t").autocast():  # autocast leaves float64 alone, so does attention
+        # autocast leaves float64 alone, so does attention
+        with Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32").autocast():
             if dtype == torch.float64:
                 assert torch.equal(attention(q, k, v, is_causal=True), expected)
 
 
 def test_describe_names_the_attention_dtype():
-    assert "attention in fp32 (CPU bf16 flash-attention backward is slow" in \
-        Precision("cpu", torch.bfloat16, "t").describe()
+    assert Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32").describe().endswith(
+        "attention in fp32 (run.cpu_bf16_attention)")
+    assert Precision("cpu", torch.bfloat16, "t").describe().endswith("attention in bf16")  # the default
     assert Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16").describe().endswith("attention in bf16")
     assert Precision("cpu", torch.float32, "t").describe().endswith("attention in fp32")
     assert Precision("cuda", torch.bfloat16, "t").describe().endswith("attention in bf16")
@@ -108,3 +110,4 @@ def test_cpu_bf16_attention_is_checked_and_carried():
         resolve_precision(OmegaConf.create({"amp": True, "cpu_bf16_attention": "fp16"}), torch.device("cpu"))
     p = resolve_precision(OmegaConf.create({"amp": True, "cpu_bf16_attention": "bf16"}), torch.device("cpu"))
     assert not p.attention_in_fp32
+    assert resolve_precision(OmegaConf.create({"amp": True}), torch.device("cpu")).cpu_bf16_attention == "bf16"

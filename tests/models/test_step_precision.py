@@ -38,7 +38,8 @@ def _relative(a, b):
 def test_fp32_attention_step_matches_fp32_and_bf16_attention_within_bf16_noise():
     model, batch = _model(), _batch()
     ref_loss, ref_grads = _loss_and_grads(model, batch, Precision("cpu", torch.float32, "t"))
-    loss, grads = _loss_and_grads(model, batch, Precision("cpu", torch.bfloat16, "t"))
+    loss, grads = _loss_and_grads(model, batch,
+                                  Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32"))
     old_loss, old_grads = _loss_and_grads(model, batch,
                                           Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16"))
     assert _relative(loss, ref_loss) < 1e-2 and _relative(old_loss, ref_loss) < 1e-2
@@ -59,7 +60,7 @@ def test_fp32_attention_is_what_the_llm_runs_under_cpu_bf16_autocast():
 
     torch.nn.functional.scaled_dot_product_attention = spy
     try:
-        with Precision("cpu", torch.bfloat16, "t").autocast():
+        with Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32").autocast():
             model(batch)
     finally:
         torch.nn.functional.scaled_dot_product_attention = real

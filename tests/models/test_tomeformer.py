@@ -195,7 +195,7 @@ def test_bf16_autocast_with_fp32_attention_stays_within_bf16_noise():
         return out.float().detach(), xi.grad
 
     reference = run(contextlib.nullcontext())
-    fp32_attention = run(Precision("cpu", torch.bfloat16, "t").autocast())
+    fp32_attention = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32").autocast())
     bf16_attention = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16").autocast())
     for got, ref, other in zip(fp32_attention, reference, bf16_attention):
         error = (got - ref).norm() / ref.norm()
