@@ -83,7 +83,7 @@ class DemoModel:
             text = self.model.generate({"image": tensor}, num_beams=int(num_beams), max_length=self.max_len,
                                        min_length=1, repetition_penalty=self.repetition_penalty)[0]
             owner = merge_map(self.model, tensor[0])
-            _, atts = self.model.encode_image({"image": tensor})
+            _, atts = self.model.encode_image({"image": tensor, "condition_text": self.model.prompts_for({}, 1)})
         shown = image.convert("RGB").resize(tuple(tensor.shape[-2:][::-1]))
         return text, overlay(np.asarray(shown), owner), int(atts.sum())
 

@@ -285,7 +285,7 @@ def count_stage(model: nn.Module, tokens: int, width: int, batch: int = 2, seed:
         recorder = _PassRecorder(counter, core, losses)
         try:
             if losses == ("caption",):
-                embeds, _ = model.encode_image(samples)
+                embeds, _ = model.encode_image({**samples, "condition_text": model.prompts_for(samples, batch)})
             else:
                 model({**samples, "text_input": _captions(batch, model.max_txt_len)})
         finally:

@@ -13,11 +13,14 @@ import torch
 
 
 @torch.no_grad()
-def merge_map(model: torch.nn.Module, image: torch.Tensor) -> np.ndarray:
-    """Index of the final merged token covering each patch, shaped [grid, grid], for one image [3, H, W]."""
+def merge_map(model: torch.nn.Module, image: torch.Tensor, prompt: str | None = None) -> np.ndarray:
+    """Index of the final merged token covering each patch, shaped [grid, grid], for one image [3, H, W];
+    a question-conditioned connector merges as it does for ``prompt`` (default: the model's own prompt)."""
     was_training = model.training
     model.eval()
-    _, _, source = model.encode_image({"image": image[None].to(model.device)}, return_source=True)
+    samples = {"image": image[None].to(model.device)}
+    samples["condition_text"] = model.prompts_for(samples, 1, prompt)
+    _, _, source = model.encode_image(samples, return_source=True)
     model.train(was_training)
     owner = source[0, :, 1:].argmax(dim=0).cpu().numpy()  # [patches]: drop the class token column
     grid = math.isqrt(owner.size)

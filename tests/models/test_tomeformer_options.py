@@ -386,3 +386,19 @@ def test_encode_image_passes_condition_text_to_a_conditioned_tomeformer():
         model({**samples, "prompt": "what colour is it?"})
         model.generate(samples, prompt="how many shapes are there?", num_beams=1, max_length=2)
     assert seen == [["what colour is it?"], ["how many shapes are there?"]]
+
+
+def test_tools_that_encode_images_pass_the_prompt_to_a_conditioned_tomeformer():
+    from lavis_evlgen.models.evlgen import EVLGenOPT
+    from lavis_evlgen.tools.flops import count_stage
+    from lavis_evlgen.tools.merge_map import merge_map
+
+    cfg = OmegaConf.load(EVLGenOPT.default_config_path("tiny")).model
+    cfg.tomeformer = {"bert": str(minilm_path()), "num_layers": 2, "r": 2, "condition": True}
+    torch.manual_seed(0)
+    model = EVLGenOPT.from_config(cfg).eval()
+    image = torch.randn(3, 32, 32)
+    assert merge_map(model, image).shape == (4, 4)
+    assert merge_map(model, image, "what colour is it?").shape == (4, 4)
+    cfg.use_features = True
+    assert count_stage(EVLGenOPT.from_config(cfg), tokens=17, width=32).connector_tokens == 13
