@@ -2,7 +2,8 @@
 
     python -m lavis_evlgen.tools.compare --cfg-path projects/compare/embedded.yaml [--options key=value ...]
 
-The methods and their stages come from the config (``lavis_evlgen.tools.compare_plan``). The command:
+The methods and their stages come from the config (``lavis_evlgen.tools.compare_plan``). The command
+prepares the embedded weights first where a stage uses them (as the quickstart does), then:
 
 1. counts each stage's connector MACs per sample (``lavis_evlgen.tools.flops``);
 2. chooses each method's peak learning rate by one rule: every lr of ``compare.sweep.lrs`` trains the
@@ -54,6 +55,7 @@ from lavis_evlgen.common.config_check import ConfigError, check_config
 from lavis_evlgen.common.distributed import init_distributed, shutdown_distributed
 from lavis_evlgen.datasets.feature_cache import CachedFeaturesDataset, cache_features
 from lavis_evlgen.datasets.generate.shapes_caption import most_frequent_caption
+from lavis_evlgen.embedded import prepare_embedded
 from lavis_evlgen.models.llm import part_dtype
 from lavis_evlgen.models.vision import build_vision_encoder
 from lavis_evlgen.runners.preemption import Preempted
@@ -405,6 +407,8 @@ def compare(cfg: DictConfig, methods: Sequence[Method], config_name: str) -> dic
     ledger_path = out / "commands.json"
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else []
     ledger.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": None, "machine": machine()})
+    if any(stage.model.model_type == "embedded" for m in methods for stage in m.stages):
+        prepare_embedded()
     cache = FeatureCache(shared_vision(methods), out / "features") if compare_cfg.get("feature_cache", True) else None
     width = cache.width if cache is not None else None
     try:
