@@ -22,7 +22,8 @@ Every run (method, stage, seed or lr) trains in its own folder under ``compare.o
 ``runner_evlgen`` runner and ``run.auto_resume``: rerunning the command skips finished runs (their
 ``result.json``) and continues unfinished ones from their last checkpoint, so the comparison can span
 several commands. ``compare.stop_after_minutes`` stops the command cleanly (checkpoint saved) after that
-long, exit status 3; rerun it to continue. Runs train one after another; the machine's load average is
+long, exit status 3; rerun it to continue. Runs train one after another, every method under the first seed
+before any under the next, so a stopped comparison already holds whole seeds; the machine's load average is
 recorded at every validation point, since on a shared machine the load of other processes drifts.
 
 With ``compare.feature_cache`` (the methods must share one frozen ViT, which is checked) the ViT runs
@@ -413,11 +414,12 @@ def compare(cfg: DictConfig, methods: Sequence[Method], config_name: str) -> dic
     width = cache.width if cache is not None else None
     try:
         lrs = sweep_lrs(cfg, methods, out, cache, width, deadline)
-        runs = {m.name: {seed: train_method(cfg, methods, m, out / "runs" / m.name / f"seed{seed}", seed,
-                                            lrs[m.name]["lr"], int(compare_cfg.eval_every), True, cache, width,
-                                            deadline)
-                         for seed in compare_cfg.seeds}
-                for m in methods}
+        runs: dict[str, dict[int, Any]] = {m.name: {} for m in methods}
+        for seed in compare_cfg.seeds:
+            for m in methods:
+                runs[m.name][seed] = train_method(cfg, methods, m, out / "runs" / m.name / f"seed{seed}", seed,
+                                                  lrs[m.name]["lr"], int(compare_cfg.eval_every), True, cache,
+                                                  width, deadline)
     finally:
         if cache is not None:
             cache.release()

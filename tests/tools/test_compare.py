@@ -88,6 +88,10 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
     results = sorted(out.rglob("result.json"))
     assert len(results) == 2 * 1 + 2 * 3  # sweep: EVLGen at 2 lrs; runs: 2 seeds x (1 + 2 stages)
     stamps = [p.stat().st_mtime_ns for p in results]
+    # Seed-major: every method under seed 1 finished before any run under seed 2 began.
+    runs = out / "runs"
+    assert ((runs / "blip2_two_stage" / "seed1" / "stage2" / "result.json").stat().st_mtime_ns
+            < (runs / "evlgen" / "seed2" / "caption" / "result.json").stat().st_mtime_ns)
     assert compare.main(["--cfg-path", CONFIG, "--options", *options]) == 0
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert len(json.loads((out / "comparison.json").read_text())["commands"]) == 3
