@@ -115,14 +115,20 @@ class EVLGenVideo(SequenceScoringMixin, EVLGen):
 
         ``concat`` gives ``[B, N*T, D_llm]`` (the frames' prompts one after another) and, if asked,
         sources ``[B, N, T, L]``; the averaging modes give ``[B, T, D_llm]`` and ``[B, T, L]``.
+        ``samples["condition_text"]`` (one question per clip) conditions every frame's merging.
         """
         if "video" not in samples:
             return super().encode_image(samples, return_source)
         feats = self.frame_features(samples["video"])
         clips, frames = feats.shape[:2]
+        questions = samples.get("condition_text")
         if self.frame_aggregation != "concat":
-            return super().encode_image({"image_features": feats.mean(dim=1)}, return_source)
-        out = super().encode_image({"image_features": feats.flatten(0, 1)}, return_source)
+            return super().encode_image({"image_features": feats.mean(dim=1), "condition_text": questions},
+                                        return_source)
+        if questions is not None:  # one question per clip, asked of each of its frames
+            questions = [q for q in ([questions] if isinstance(questions, str) else questions) for _ in range(frames)]
+        out = super().encode_image({"image_features": feats.flatten(0, 1), "condition_text": questions},
+                                   return_source)
         embeds, atts = out[0].view(clips, -1, out[0].size(-1)), out[1].view(clips, -1)
         if not return_source:
             return embeds, atts

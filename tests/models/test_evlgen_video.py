@@ -275,3 +275,30 @@ def test_quickstart_video_runs_a_few_steps_on_the_embedded_parts(tmp_path, monke
     stats = {k: v for line in lines if line.startswith('{"') for k, v in json.loads(line).items()}
     assert stats["train_iteration"] == 2 and stats["train_skipped_samples"] == 0
     assert "test_CIDEr" in stats and (tmp_path / "out/qs/result/test_best.json").exists()
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "concat"])
+def test_a_question_conditions_every_frames_merging(aggregation):
+    """With model.tomeformer.condition, a still clip asked a question gets the image model's prompt for its frame
+    asked the same question: the clip's question reaches the TomeFormer of each frame."""
+    from tests.models.test_tomeformer import minilm_path
+
+    tomeformer = {"bert": str(minilm_path()), "num_layers": 2, "r": 2, "condition": True}
+    video_model = build("evlgen_video_opt", frame_aggregation=aggregation, tomeformer=tomeformer).eval()
+    torch.manual_seed(0)
+    cfg = tiny_cfg("evlgen_video_opt", tomeformer=tomeformer)
+    cfg.arch = "evlgen_opt"
+    ref = registry.get_model_class("evlgen_opt").from_config(cfg).eval()
+    images = torch.randn(2, 3, 32, 32)
+    still = images.unsqueeze(2).repeat(1, 1, 3, 1, 1)
+    questions = ["what colour is it?", "how many shapes are there?"]
+    with torch.no_grad():
+        expected = ref.encode_image({"image": images, "condition_text": questions})[0]
+        got = video_model.encode_image({"video": still, "condition_text": questions})[0]
+        other = video_model.encode_image({"video": still, "condition_text": questions[::-1]})[0]
+    if aggregation == "concat":
+        expected = expected.repeat(1, 3, 1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got, other, atol=1e-4)
+    with pytest.raises(ValueError, match="condition_text"):
+        video_model.encode_image({"video": still})
