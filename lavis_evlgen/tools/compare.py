@@ -284,7 +284,7 @@ def train_run(config: DictConfig, job_dir: Path, cache: Optional[FeatureCache],
     runner.train()
     result = {"steps": runner.iteration, "train_seconds": runner.train_seconds, "wall_seconds": runner.wall_seconds,
               "trainable_params": runner.unwrap_dist_model(runner.model).trainable_parameters(),
-              "points": [vars(p) for p in read_points(job_dir)], "test": runner.test_metrics}
+              "points": [vars(p) for p in read_points(job_dir)], "test": runner.test_metrics, "cpu": cpu_model()}
     atomic_write_text(done, json.dumps(result, indent=2))
     del runner
     gc.collect()
@@ -387,10 +387,23 @@ def most_frequent_caption_cider(run_config: Path, split: str, out: Path) -> Opti
     return subset_scores(gt_file, {i: caption for i in references(gt_file)}, out / "baseline_val.json")["CIDEr"]
 
 
+def cpu_model() -> Optional[str]:
+    """The CPU's model name and family from /proc/cpuinfo (wall times differ 2x between EPYC generations)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    except OSError:
+        return None
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    if "model name" not in fields:
+        return None
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
 def machine() -> dict[str, Any]:
     """Where the comparison ran."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
             "torch": torch.__version__, "python": platform.python_version()}
 

@@ -99,8 +99,13 @@ def _macs(data: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The comparison as a Markdown report."""
     where = result["machine"]
-    device = where["gpu"] or f"CPU only ({where['cpu_count']} cores, {where['torch_threads']} torch threads)"
+    device = where["gpu"] or (f"CPU only ({where.get('cpu') or where['processor']}, {where['cpu_count']} cores, "
+                              f"{where['torch_threads']} torch threads)")
     total = sum(c["seconds"] or 0 for c in result["commands"])
+    cpus = sorted({c["machine"].get("cpu") or "not recorded" for c in result["commands"]})
+    if len(cpus) > 1:
+        device += (f". The commands ran on {len(cpus)} CPUs ({'; '.join(cpus)}): wall times compare only between "
+                   "runs of one machine (`commands.json` says which command ran where)")
     lines = [f"# Time to caption quality: {len(result['methods'])} methods, {result['steps']} steps each, "
              f"seeds {result['seeds']}",
              "",

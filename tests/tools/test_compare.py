@@ -95,6 +95,14 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
     assert compare.main(["--cfg-path", CONFIG, "--options", *options]) == 0
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert len(json.loads((out / "comparison.json").read_text())["commands"]) == 3
+    # Every run names the CPU it trained on, and a comparison continued on another CPU says so.
+    assert {json.loads(p.read_text())["cpu"] for p in results} == {compare.cpu_model()}
+    ledger = json.loads((out / "commands.json").read_text())
+    ledger[0]["machine"]["cpu"] = "Another CPU (family 1, model 1)"
+    (out / "commands.json").write_text(json.dumps(ledger))
+    assert compare.main(["--cfg-path", CONFIG, "--options", *options]) == 0
+    report = (out / "comparison.md").read_text()
+    assert "The commands ran on 2 CPUs (" in report and "Another CPU (family 1, model 1)" in report
 
 
 def test_paper_scale_ratios_come_from_the_macs_tool(tmp_path):
