@@ -15,6 +15,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lavis_evlgen.common.paths import cache_dir
+
 # numpy's array reconstruction: what numpy.random.get_state() needs, no callable beyond building an array.
 NUMPY_ARRAY_GLOBALS = (np.core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType)
 
@@ -30,7 +32,11 @@ def require_weights(path: Optional[str], key: str) -> str:
                                   "to a local weights path")
     full = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.exists(full):
-        raise MissingWeightsError(f"config key '{key}': no weights at '{full}'")
+        hint = ""
+        if full.startswith(str(cache_dir() / "embedded") + os.sep):
+            hint = ("; the embedded default's weights are made by `python -m lavis_evlgen.embedded.prepare` "
+                    "(the quickstart runs it)")
+        raise MissingWeightsError(f"config key '{key}': no weights at '{full}'{hint}")
     return full
 
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 import lavis_evlgen  # noqa: F401
 from lavis_evlgen.common.checkpoint import trainable_state_dict
 from lavis_evlgen.models.loading import EVLGEN_KEYS, EVLGEN_VIDEO_KEYS, fit_state_dict, load_from_config
-from lavis_evlgen.models.weights import MissingWeightsError, read_state_dict
+from lavis_evlgen.models.weights import MissingWeightsError, read_state_dict, require_weights
 
 torch.set_num_threads(1)
 
@@ -236,3 +236,12 @@ def test_the_video_map_renames_only_temporal_modules_and_leaves_out_the_vit():
         "temporal.3.gate": torch.zeros(()), "temp": torch.zeros(()), "llm.lm_head.weight": torch.zeros(2)})
     assert sorted(mapped) == ["temporal.12.gate", "temporal.12.query.bias", "temporal.3.gate"]
     assert left_out == {"visual_encoder.": 1, "temp": 1, "llm.": 1}
+
+
+def test_missing_embedded_weights_name_the_command_that_makes_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVLGEN_CACHE", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match=r"model\.vision\.weights.*lavis_evlgen\.embedded\.prepare"):
+        require_weights(str(tmp_path / "embedded" / "dinov2"), "model.vision.weights")
+    with pytest.raises(MissingWeightsError) as elsewhere:
+        require_weights(str(tmp_path / "mine" / "dinov2"), "model.vision.weights")
+    assert "embedded.prepare" not in str(elsewhere.value)
