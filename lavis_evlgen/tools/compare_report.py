@@ -6,6 +6,8 @@ batch x steps, over the stages run so far.
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +16,10 @@ from lavis_evlgen.tools.compare_curves import Point, Spread, connector_macs_to, 
 from lavis_evlgen.tools.compare_plan import Method
 from lavis_evlgen.tools.flops import format_macs
 
+# What every pair of methods is compared on: (words, key of a method summary or of its reference-target row).
+VERDICTS = (("final val CIDEr", "final_val_cider"), ("test CIDEr", "test_cider"),
+            ("steps to the reference's final val CIDEr", "steps_spread"),
+            ("training seconds to the reference's final val CIDEr", "train_seconds_spread"))
 DIFFERENCE_RULE = ("a difference is called only when it exceeds the sum of the two methods' standard deviations "
                    "over seeds")
 
@@ -60,20 +66,20 @@ def build(info: dict[str, Any], methods: Sequence[Method], lrs: dict[str, Any], 
     for m in methods:
         summaries[m.name]["to_target"] = {name: _to_target(m, runs[m.name], macs[m.name], info["batch_size"], value)
                                           for name, value in targets.items()}
-    reference = summaries[info["reference"]]
-    verdicts = []
-    for name, summary in summaries.items():
-        if name == info["reference"]:
-            continue
-        for what, key in (("final val CIDEr", "final_val_cider"), ("test CIDEr", "test_cider"),
-                          ("training seconds to the reference's final val CIDEr", None)):
-            a = summary[key] if key else summary["to_target"]["reference"]["train_seconds_spread"]
-            b = reference[key] if key else reference["to_target"]["reference"]["train_seconds_spread"]
-            verdicts.append({"method": name, "reference": info["reference"], "what": what,
-                             "differs": differs(_spread(a), _spread(b)), "method_mean": a["mean"],
-                             "reference_mean": b["mean"]})
+    verdicts = [_verdict(summaries, a, b, what, key) for a, b in itertools.combinations(summaries, 2)
+                for what, key in VERDICTS]
     return {**info, "targets": targets, "methods": summaries, "verdicts": verdicts, "difference_rule": DIFFERENCE_RULE,
             "paper_scale": paper}
+
+
+def _verdict(summaries: dict[str, Any], a: str, b: str, what: str, key: str) -> dict[str, Any]:
+    """Whether methods ``a`` and ``b`` differ in ``what`` by more than their spread over seeds."""
+    def value(name: str) -> dict[str, Any]:
+        summary = summaries[name]
+        return summary[key] if key in summary else summary["to_target"]["reference"][key]
+    first, second = value(a), value(b)
+    return {"method": a, "other": b, "what": what, "differs": differs(_spread(first), _spread(second)),
+            "method_mean": first["mean"], "other_mean": second["mean"]}
 
 
 def _spread(data: dict[str, Any]) -> Spread:
@@ -82,6 +88,12 @@ def _spread(data: dict[str, Any]) -> Spread:
 
 def _cider(data: dict[str, Any]) -> str:
     return _spread(data).text(scale=100)
+
+
+def _mean_text(mean: float, what: str) -> str:
+    if math.isnan(mean):
+        return "not reached"
+    return f"{mean * 100:.1f}" if "CIDEr" in what.split(" to ")[0] else f"{mean:.0f}"
 
 
 def _seconds(data: dict[str, Any]) -> str:
@@ -144,10 +156,11 @@ def markdown(result: dict[str, Any]) -> str:
             row = s["to_target"][name]
             lines.append(f"| {s['label']} | {_seconds(row['steps_spread'])} | "
                          f"{_seconds(row['train_seconds_spread'])} | {_macs(row['connector_macs_spread'])} |")
-    lines += ["", f"## Differences against `{result['reference']}`", "", f"Rule: {result['difference_rule']}.", ""]
+    lines += ["", "## Differences between methods", "", f"Rule: {result['difference_rule']}.", ""]
     for v in result["verdicts"]:
-        label = result["methods"][v["method"]]["label"]
-        lines.append(f"- {label}, {v['what']}: "
+        a, b = (result["methods"][v[k]]["label"] for k in ("method", "other"))
+        means = f"{_mean_text(v['method_mean'], v['what'])} vs {_mean_text(v['other_mean'], v['what'])}"
+        lines.append(f"- {a} vs {b}, {v['what']} ({means}): "
                      + ("differs by more than the spread" if v["differs"] else "no conclusion (within the spread, "
                         "or too few seeds reached it)"))
     paper = result.get("paper_scale") or {}

@@ -80,7 +80,13 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
     assert stage2 == 119_040 and methods["evlgen"]["stages"][0]["connector_macs_per_sample"] == 311_424
     assert methods["blip2_two_stage"]["to_target"]["fixed"]["connector_macs"]["1"] == 3 * 4 * stage1 + 1 * 4 * stage2
     table = (out / "comparison.md").read_text()
-    assert "## Time to val CIDEr 0.0 (a fixed target)" in table and "Differences against `blip2_two_stage`" in table
+    assert "## Time to val CIDEr 0.0 (a fixed target)" in table and "## Differences between methods" in table
+    # Every pair of methods is compared on quality and on steps and seconds to the reference's quality.
+    assert [(v["method"], v["other"]) for v in report["verdicts"]] == [("evlgen", "blip2_two_stage")] * 4
+    steps = next(v for v in report["verdicts"] if v["what"].startswith("steps"))
+    assert (steps["method_mean"], steps["other_mean"]) == (
+        methods["evlgen"]["to_target"]["reference"]["steps_spread"]["mean"],
+        methods["blip2_two_stage"]["to_target"]["reference"]["steps_spread"]["mean"])
     assert (out / "cider_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [c["seconds"] is not None for c in report["commands"]] == [True, True]
 
