@@ -171,7 +171,7 @@ def _llm_stand_in(cfg: DictConfig) -> None:
             raise ConfigError(f"model.llm.path: no config.json at {cfg.llm.get('path')} and no model.llm.config: "
                              "the LLM width is needed to count MACs")
         settings = OmegaConf.to_container(cfg.llm.config, resolve=True)
-    settings = {k: v for k, v in settings.items() if k not in ("quantization_config", "torch_dtype")}
+    settings = {k: v for k, v in settings.items() if k not in ("quantization_config", "torch_dtype", "model_type")}
     cfg.llm.config = {**settings, **BYTE_VOCAB, "num_hidden_layers": 0}
     cfg.llm.path, cfg.llm.tokenizer = None, "byte"
 

@@ -5,7 +5,9 @@ from math import ceil, floor
 import pytest
 import torch.distributed as dist
 import yaml
+from omegaconf import OmegaConf
 
+from lavis_evlgen.models.llm import build_llm
 from lavis_evlgen.tools import flops
 
 # Tiny shapes (lavis_evlgen/configs/models/*/tiny.yaml): ViT 16 patches + CLS = 17 tokens of width 32; connector width
@@ -158,3 +160,14 @@ def test_the_tool_asks_the_model_what_to_count(tmp_path, capsys, monkeypatch):
     path = tmp_path / "cfg.yaml"
     assert flops.main(["--cfg-path", str(path)]) == 2
     assert "does not declare MIN_BATCH" in capsys.readouterr().err
+
+
+def test_an_llm_folder_config_with_its_model_type_becomes_a_stand_in(tmp_path):
+    # A saved transformers config.json names its model_type, which the family already gives the stand-in.
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64,
+                                                      "num_attention_heads": 2, "torch_dtype": "float32"}))
+    cfg = OmegaConf.create({"llm": {"family": "llama", "path": str(tmp_path)}})
+    flops._llm_stand_in(cfg)
+    assert "model_type" not in cfg.llm.config and cfg.llm.config.hidden_size == 64 and cfg.llm.path is None
+    model, _ = build_llm(cfg.llm)
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 0
