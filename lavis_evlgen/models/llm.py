@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from lavis_evlgen.common.precision import attention_in_fp32, cpu_has_native_bf16, fp32
+from lavis_evlgen.common.precision import attention, cpu_bf16_attention, cpu_has_native_bf16
 from lavis_evlgen.models.byte_tokenizer import byte_tokenizer
 from lavis_evlgen.models.weights import require_weights
 
@@ -32,18 +32,27 @@ ATTENTION = "evlgen_sdpa"
 
 
 def llm_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, in fp32 where ``precision.attention_in_fp32`` says so (CPU bf16 autocast).
+                  attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                  is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, in the ``run.cpu_bf16_attention`` mode under a CPU bf16 autocast region.
 
     ``build_llm`` selects it (``attn_implementation="evlgen_sdpa"``) for the LLMs that take attention functions
-    (Llama) on CPU-only machines with native bf16; elsewhere they keep transformers' "sdpa".
+    (Llama) on CPU-only machines with native bf16; elsewhere they keep transformers' "sdpa". Inside the region
+    it prepares the call as transformers does (key and value heads repeated for grouped queries, the mask cut
+    to the keys, causal when no mask is given) and hands it to ``precision.attention``.
     """
-    if not attention_in_fp32(query):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    with torch.autocast("cpu", enabled=False):
-        out, weights = sdpa_attention_forward(module, fp32(query), fp32(key), fp32(value), fp32(attention_mask),
-                                              **kwargs)
-    return out.to(torch.get_autocast_dtype("cpu")), weights
+    if cpu_bf16_attention(query) is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
+    if attention_mask is not None and attention_mask.ndim == 4:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    if is_causal is None:
+        is_causal = query.shape[2] > 1 and attention_mask is None
+    out = attention(query.contiguous(), key.contiguous(), value.contiguous(), attn_mask=attention_mask,
+                    dropout_p=dropout, is_causal=is_causal, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(ATTENTION, llm_attention)

@@ -1,7 +1,7 @@
 """Training-step time of a training config, with a per-part breakdown, to size runs and re-measure the README.
 
     python -m lavis_evlgen.tools.bench_step --cfg-path projects/evlgen/train/quickstart.yaml \
-        [--steps 20] [--warmup 3] [--threads N] [--options key=value ...]
+        [--steps 20] [--warmup 3] [--threads N] [--attention MODES] [--options key=value ...]
 
 It builds the task, datasets, model and runner of the config (the runner's output goes to a temporary
 folder), then:
@@ -16,11 +16,16 @@ folder), then:
    breakdown runs on the same records from images and from their cached ViT features, alternately,
    so the cache's gain is a ratio measured in one process.
 
+``--attention bf16,bf16_flash,fp32`` (CPU bf16 autocast only) first times the runner's step in each of those
+``run.cpu_bf16_attention`` modes, taking turns step by step in one process, and prints each mode's spread and
+its ratio to the first, so a noisy machine slows every mode alike.
+
 Models without a frozen LLM (BLIP-2 stage 1) show the whole forward and backward as connector time.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import sys
@@ -42,6 +47,7 @@ from lavis_evlgen.common.checkpoint import seed_all
 from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config
 from lavis_evlgen.common.config_check import DEFAULT_RUNNER
 from lavis_evlgen.common.distributed import init_distributed
+from lavis_evlgen.common.precision import CPU_BF16_ATTENTION
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 
 PARTS = ("ViT", "connector forward", "LLM forward", "LLM backward", "connector backward", "optimizer")
@@ -217,6 +223,8 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (each measurement)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--attention", default=None,
+                        help="comma-separated run.cpu_bf16_attention modes to time in turns (CPU bf16 only)")
     args = parser.parse_args(argv)
     if args.steps < 2 or args.warmup < 0:
         parser.error("--steps must be at least 2 and --warmup at least 0")
@@ -234,6 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
         print(f"bench_step: {args.cfg_path}  ({cfg.model_cfg.arch} {cfg.model_cfg.get('model_type', '')}, "
               f"batch {batch_size}, {runner.device}, {torch.get_num_threads()} threads)")
         print(f"  {runner.precision.describe()}")
+        if args.attention:
+            compare_attention(runner, args.attention.split(","), args.steps, args.warmup)
         for _ in range(args.warmup):
             runner.train_step()
         seconds = []
@@ -270,6 +280,33 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
             result.totals[name] = Spread.of([sum(r.values()) for r in rows])
         print_breakdown(result)
     return result
+
+
+def compare_attention(runner, modes: Sequence[str], steps: int, warmup: int) -> dict[str, Spread]:
+    """The runner's step in each ``run.cpu_bf16_attention`` mode, the modes taking turns step by step."""
+    if runner.precision.attention_mode is None:
+        raise ValueError(f"--attention: compares modes of CPU bf16 autocast, but this run has "
+                         f"'{runner.precision.describe()}'")
+    unknown = [m for m in modes if m not in CPU_BF16_ATTENTION]
+    if unknown:
+        raise ValueError(f"--attention: unknown modes {unknown}; expected some of {list(CPU_BF16_ATTENTION)}")
+    original = runner.precision
+    seconds: dict[str, list[float]] = {m: [] for m in modes}
+    try:
+        for i in range(warmup + steps):
+            for mode in modes:
+                runner.precision = dataclasses.replace(original, cpu_bf16_attention=mode)
+                start = time.perf_counter()
+                runner.train_step()
+                if i >= warmup:
+                    seconds[mode].append(time.perf_counter() - start)
+    finally:
+        runner.precision = original
+    spreads = {m: Spread.of(s) for m, s in seconds.items()}
+    first = spreads[modes[0]].median
+    for mode, spread in spreads.items():
+        print(f"  run.cpu_bf16_attention={mode}: {spread.describe()}, {spread.median / first:.2f}x {modes[0]}")
+    return spreads
 
 
 def _strip(batch: dict[str, Any]) -> dict[str, Any]:

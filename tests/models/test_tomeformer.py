@@ -195,9 +195,10 @@ def test_bf16_autocast_with_fp32_attention_stays_within_bf16_noise():
         return out.float().detach(), xi.grad
 
     reference = run(contextlib.nullcontext())
-    fp32_attention = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="fp32").autocast())
-    bf16_attention = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16").autocast())
-    for got, ref, other in zip(fp32_attention, reference, bf16_attention):
-        error = (got - ref).norm() / ref.norm()
-        assert error < 0.02
-        assert error <= 1.5 * (other - ref).norm() / ref.norm() + 1e-3
+    flash = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention="bf16_flash").autocast())
+    for mode in ("fp32", "bf16"):
+        got_run = run(Precision("cpu", torch.bfloat16, "t", cpu_bf16_attention=mode).autocast())
+        for got, ref, other in zip(got_run, reference, flash):
+            error = (got - ref).norm() / ref.norm()
+            assert error < 0.02
+            assert error <= 1.5 * (other - ref).norm() / ref.norm() + 1e-3

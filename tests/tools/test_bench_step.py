@@ -39,3 +39,23 @@ def test_spread_needs_two_steps():
     assert Spread.of([3.0, 1.0, 2.0, 4.0]).median == 2.5
     with pytest.raises(ValueError, match="--steps"):
         Spread.of([1.0])
+
+
+def test_attention_modes_take_turns_in_one_process(tmp_path, capsys):
+    """Under CPU bf16 autocast each mode gets its spread and ratio; elsewhere the option says why it cannot run."""
+    import torch
+
+    from lavis_evlgen.common.precision import cpu_has_native_bf16
+
+    cfg = _config(tmp_path, amp=True, amp_dtype="bf16")
+    args = ["--cfg-path", str(cfg), "--steps", "2", "--warmup", "0", "--attention", "bf16_flash,bf16"]
+    if not cpu_has_native_bf16() or torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--attention: compares modes of CPU bf16 autocast"):
+            main(args)
+        return
+    main(args)
+    out = capsys.readouterr().out
+    assert "run.cpu_bf16_attention=bf16_flash: median" in out and "1.00x bf16_flash" in out
+    assert "run.cpu_bf16_attention=bf16: median" in out
+    with pytest.raises(ValueError, match="unknown modes \\['fp8'\\]"):
+        main(args[:-1] + ["bf16,fp8"])
