@@ -16,10 +16,11 @@ from lavis_evlgen.tools.compare_curves import Point, Spread, connector_macs_to, 
 from lavis_evlgen.tools.compare_plan import Method
 from lavis_evlgen.tools.flops import format_macs
 
-# What every pair of methods is compared on: (words, key of a method summary or of its reference-target row).
-VERDICTS = (("final val CIDEr", "final_val_cider"), ("test CIDEr", "test_cider"),
-            ("steps to the reference's final val CIDEr", "steps_spread"),
-            ("training seconds to the reference's final val CIDEr", "train_seconds_spread"))
+# What every pair of methods is compared on: (words, key of a method summary or of its reference-target row,
+# the factor its means are shown with: CIDEr x100 as in the tables, steps and seconds as they are).
+VERDICTS = (("final val CIDEr", "final_val_cider", 100), ("test CIDEr", "test_cider", 100),
+            ("steps to the reference's final val CIDEr", "steps_spread", 1),
+            ("training seconds to the reference's final val CIDEr", "train_seconds_spread", 1))
 DIFFERENCE_RULE = ("a difference is called only when it exceeds the sum of the two methods' standard deviations "
                    "over seeds")
 
@@ -66,20 +67,20 @@ def build(info: dict[str, Any], methods: Sequence[Method], lrs: dict[str, Any], 
     for m in methods:
         summaries[m.name]["to_target"] = {name: _to_target(m, runs[m.name], macs[m.name], info["batch_size"], value)
                                           for name, value in targets.items()}
-    verdicts = [_verdict(summaries, a, b, what, key) for a, b in itertools.combinations(summaries, 2)
-                for what, key in VERDICTS]
+    verdicts = [_verdict(summaries, a, b, what, key, scale) for a, b in itertools.combinations(summaries, 2)
+                for what, key, scale in VERDICTS]
     return {**info, "targets": targets, "methods": summaries, "verdicts": verdicts, "difference_rule": DIFFERENCE_RULE,
             "paper_scale": paper}
 
 
-def _verdict(summaries: dict[str, Any], a: str, b: str, what: str, key: str) -> dict[str, Any]:
+def _verdict(summaries: dict[str, Any], a: str, b: str, what: str, key: str, scale: int) -> dict[str, Any]:
     """Whether methods ``a`` and ``b`` differ in ``what`` by more than their spread over seeds."""
     def value(name: str) -> dict[str, Any]:
         summary = summaries[name]
         return summary[key] if key in summary else summary["to_target"]["reference"][key]
     first, second = value(a), value(b)
     return {"method": a, "other": b, "what": what, "differs": differs(_spread(first), _spread(second)),
-            "method_mean": first["mean"], "other_mean": second["mean"]}
+            "method_mean": first["mean"], "other_mean": second["mean"], "scale": scale}
 
 
 def _spread(data: dict[str, Any]) -> Spread:
@@ -90,10 +91,10 @@ def _cider(data: dict[str, Any]) -> str:
     return _spread(data).text(scale=100)
 
 
-def _mean_text(mean: float, what: str) -> str:
+def _mean_text(mean: float, scale: int) -> str:
     if math.isnan(mean):
         return "not reached"
-    return f"{mean * 100:.1f}" if "CIDEr" in what.split(" to ")[0] else f"{mean:.0f}"
+    return f"{mean * scale:.1f}" if scale != 1 else f"{mean:.0f}"
 
 
 def _seconds(data: dict[str, Any]) -> str:
@@ -159,7 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "## Differences between methods", "", f"Rule: {result['difference_rule']}.", ""]
     for v in result["verdicts"]:
         a, b = (result["methods"][v[k]]["label"] for k in ("method", "other"))
-        means = f"{_mean_text(v['method_mean'], v['what'])} vs {_mean_text(v['other_mean'], v['what'])}"
+        means = f"{_mean_text(v['method_mean'], v['scale'])} vs {_mean_text(v['other_mean'], v['scale'])}"
         lines.append(f"- {a} vs {b}, {v['what']} ({means}): "
                      + ("differs by more than the spread" if v["differs"] else "no conclusion (within the spread, "
                         "or too few seeds reached it)"))

@@ -1,14 +1,17 @@
 """The comparison tool end to end on random tiny parts and a very small budget: the lr sweep, three seeds per
 method, validation curves, the report, and a comparison stopped part-way then continued by rerunning it."""
 import json
-import logging
+import multiprocessing
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 import yaml
 
-from lavis_evlgen.tools import compare
+from lavis_evlgen.tools import compare, compare_report
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "projects/compare/embedded.yaml"
@@ -34,8 +37,8 @@ def in_repo_and_no_leftover_group(monkeypatch):
         dist.destroy_process_group()
 
 
-def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="lavis_evlgen.runners.runner_evlgen")
+def test_compare_tiny_stops_resumes_and_reports(tmp_path, capfd):
+    """Every run trains in a process of its own: its log reaches this one's stderr."""
     options = tiny_options(tmp_path)
     out = tmp_path / "out"
     # Stopped after the first optimizer step (a deadline already passed): the first run has a checkpoint, no result.
@@ -43,10 +46,10 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
     first = out / "sweep" / "evlgen" / "lr0.0001" / "caption"
     assert (first / "checkpoint_latest.pth").is_file() and not (first / "result.json").exists()
     assert list(json.loads((first / "clock.json").read_text())) == ["1"]
-    assert "rerun the same command to continue" in capsys.readouterr().err
+    assert "rerun the same command to continue" in capfd.readouterr().err
 
     assert compare.main(["--cfg-path", CONFIG, "--options", *options]) == 0
-    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resumed from ")]
+    resumed = [line for line in capfd.readouterr().err.splitlines() if " resumed from " in line]
     assert len(resumed) == 1 and str(first) in resumed[0] and resumed[0].endswith("at iteration 1")
     report = json.loads((out / "comparison.json").read_text())
     methods = report["methods"]
@@ -87,6 +90,10 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capsys, caplog):
     assert (steps["method_mean"], steps["other_mean"]) == (
         methods["evlgen"]["to_target"]["reference"]["steps_spread"]["mean"],
         methods["blip2_two_stage"]["to_target"]["reference"]["steps_spread"]["mean"])
+    assert [v["scale"] for v in report["verdicts"]] == [100, 100, 1, 1]  # CIDEr x100, steps and seconds as they are
+    steps_line = next(line for line in table.splitlines() if "steps to the reference" in line)
+    assert (f"({compare_report._mean_text(steps['method_mean'], 1)} vs "
+            f"{compare_report._mean_text(steps['other_mean'], 1)})") in steps_line
     assert (out / "cider_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [c["seconds"] is not None for c in report["commands"]] == [True, True]
 
@@ -133,3 +140,25 @@ def test_bad_configs_are_named(tmp_path, capsys):
     assert compare.main(["--cfg-path", CONFIG, "--options",
                          "methods.blip2_stage2_only.stages.stage2.model.model_type=tiny"]) == 2
     assert "methods.blip2_stage2_only.stages.stage2.model.vision: differs" in capsys.readouterr().err
+
+
+def test_a_preemption_signal_to_the_command_asks_the_run_to_stop():
+    """The run's process is asked once (it may have had the signal itself, as from a job scheduler), not killed."""
+    context = multiprocessing.get_context("spawn")
+    stop, child = context.Event(), context.Process(target=time.sleep, args=(60,))
+    child.start()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with compare._stop_requests(stop, child):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(5) and child.is_alive()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        child.kill()
+        child.join()
+
+
+def test_means_in_verdicts_are_shown_at_their_scale():
+    assert compare_report._mean_text(0.7994, 100) == "79.9"
+    assert compare_report._mean_text(216.7, 1) == "217"
+    assert compare_report._mean_text(float("nan"), 100) == "not reached"
