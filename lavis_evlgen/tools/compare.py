@@ -42,6 +42,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -319,6 +320,9 @@ def _stop_requests(stop: Any, child: multiprocessing.process.BaseProcess) -> Ite
                        signal.Signals(signum).name)
         stop.set()
 
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
     previous = {sig: signal.signal(sig, handle) for sig in PREEMPTION_SIGNALS}
     try:
         yield
