@@ -84,16 +84,22 @@ SAVE_ERROR_POLICIES = ("stop", "continue")
 _log_file_handler: Optional[logging.Handler] = None
 
 
+def close_log_file() -> None:
+    """Stop copying the root logger's records to the last runner's ``run.log`` (before its folder goes away)."""
+    global _log_file_handler
+    if _log_file_handler is not None:
+        logging.getLogger().removeHandler(_log_file_handler)
+        _log_file_handler.close()
+        _log_file_handler = None
+
+
 def _log_to_file(path: Path) -> None:
     """Copy the root logger's records to ``path`` (replacing the file of a previous runner)."""
     global _log_file_handler
-    root = logging.getLogger()
-    if _log_file_handler is not None:
-        root.removeHandler(_log_file_handler)
-        _log_file_handler.close()
+    close_log_file()
     _log_file_handler = logging.FileHandler(path)
     _log_file_handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
-    root.addHandler(_log_file_handler)
+    logging.getLogger().addHandler(_log_file_handler)
 
 
 class NonFiniteLossError(RuntimeError):

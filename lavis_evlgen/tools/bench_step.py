@@ -49,6 +49,7 @@ from lavis_evlgen.common.config_check import DEFAULT_RUNNER
 from lavis_evlgen.common.distributed import init_distributed
 from lavis_evlgen.common.precision import CPU_BF16_ATTENTION
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
+from lavis_evlgen.runners.runner_evlgen import close_log_file
 
 PARTS = ("ViT", "connector forward", "LLM forward", "LLM backward", "connector backward", "optimizer")
 @dataclass
@@ -206,7 +207,10 @@ def temporary_runner(cfg: Config) -> Iterator[Any]:
         model = task.build_model(cfg)
         runner = registry.get_runner_class(run_cfg.get("runner", DEFAULT_RUNNER))(
             cfg=cfg, job_id="bench_step", task=task, model=model, datasets=datasets)
-        yield runner
+        try:
+            yield runner
+        finally:
+            close_log_file()  # its run.log is in the folder removed here
 
 
 def sources(runner, model: nn.Module) -> list[str]:

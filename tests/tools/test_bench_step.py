@@ -59,3 +59,13 @@ def test_attention_modes_take_turns_in_one_process(tmp_path, capsys):
     assert "run.cpu_bf16_attention=bf16: median" in out
     with pytest.raises(ValueError, match="unknown modes \\['fp8'\\]"):
         main(args[:-1] + ["bf16,fp8"])
+
+
+def test_the_temporary_runs_log_file_goes_with_its_folder(tmp_path):
+    """Logging after a benchmark must not write into its removed folder."""
+    import logging
+
+    main(["--cfg-path", str(_config(tmp_path)), "--steps", "2", "--warmup", "0"])
+    assert not [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.FileHandler) and "bench_step_" in h.baseFilename]
+    logging.getLogger("lavis_evlgen").warning("after the benchmark")
