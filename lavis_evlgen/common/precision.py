@@ -105,13 +105,14 @@ def cpu_bf16_attention(query: torch.Tensor) -> Optional[str]:
     return mode if torch.is_autocast_enabled("cpu") else None
 
 
+def _as(tensor: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """A floating tensor in ``dtype``; anything else (None, boolean masks) unchanged."""
+    return tensor.to(dtype) if tensor is not None and tensor.is_floating_point() else tensor
+
+
 def fp32(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """A floating tensor as fp32; anything else (None, boolean masks) unchanged."""
-    return tensor.float() if tensor is not None and tensor.is_floating_point() else tensor
-
-
-def _as(tensor: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    return tensor.to(dtype) if tensor is not None and tensor.is_floating_point() else tensor
+    return _as(tensor, torch.float32)
 
 
 class FlashForwardFp32Backward(torch.autograd.Function):

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
 from lavis_evlgen.common.precision import attention, cpu_bf16_attention, cpu_has_native_bf16
 from lavis_evlgen.models.byte_tokenizer import byte_tokenizer
@@ -45,7 +45,7 @@ def llm_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
-    key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     if attention_mask is not None and attention_mask.ndim == 4:
         attention_mask = attention_mask[:, :, :, : key.shape[-2]]
     if is_causal is None:
