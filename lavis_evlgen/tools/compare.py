@@ -497,6 +497,8 @@ def compare(cfg: DictConfig, methods: Sequence[Method], config_name: str) -> dic
         prepare_embedded()
     cache = FeatureCache(shared_vision(methods), out / "features") if compare_cfg.get("feature_cache", True) else None
     width = cache.width if cache is not None else None
+    if cache is not None:
+        cache.release()  # the runs' own processes encode what the cache lacks
     try:
         lrs = sweep_lrs(cfg, methods, out, cache, width, deadline)
         runs: dict[str, dict[int, Any]] = {m.name: {} for m in methods}
