@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import BertConfig
 
-from lavis_evlgen.common.config_check import ConfigError, optional_flag, optional_probability
+from lavis_evlgen.common.config_check import ConfigError, optional_flag, optional_number, optional_probability
 from lavis_evlgen.models.answering import AnswerByGeneration
 from lavis_evlgen.models.llm import build_llm, freeze, part_dtype
 from lavis_evlgen.models.loading import EVLGEN_KEYS
@@ -62,17 +62,21 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     ``model.tomeformer.dropout`` (optional) sets the hidden and attention dropout of every layer, replacing
     the BERT config's (0.1 for BERT and MiniLM). Off unless set (see ``TomeFormer``): ``threshold`` (number or
     per-layer list, r becomes each layer's cap), ``tokens`` (final token count instead of r), ``random_tokens``
-    ([low, high] drawn per training step), ``condition`` (question-conditioned merging; needs ``bert``).
+    ([low, high] drawn per training step), ``condition`` (question-conditioned merging; needs ``bert``),
+    ``mean_tokens`` (thresholds tracked in training for that mean final count; ``cap_factor`` and
+    ``threshold_momentum`` tune it).
     """
     dropout = optional_probability(cfg, "dropout", "model.tomeformer")
     condition = optional_flag(cfg, "condition", "model.tomeformer")
-    tokens = cfg.get("tokens")
+    tokens, mean_tokens = cfg.get("tokens"), cfg.get("mean_tokens")
+    tracking = {key: float(cfg[key]) for key in ("cap_factor", "threshold_momentum")
+                if optional_number(cfg, key, "model.tomeformer", lambda v: v > 0, "expected a positive number")}
     options = dict(
-        r=None if tokens is not None else _plain(cfg.get("r", 0)),  # list: per layer
+        r=None if tokens is not None or mean_tokens is not None else _plain(cfg.get("r", 0)),  # list: per layer
         merge_mode=cfg.get("merge_mode", "mean"),
         proportional_attention=cfg.get("proportional_attention", False),
         threshold=_plain(cfg.get("threshold")), tokens=tokens, random_tokens=_plain(cfg.get("random_tokens")),
-        condition=condition,
+        condition=condition, mean_tokens=mean_tokens, **tracking,
     )
     if condition and not cfg.get("bert"):
         raise ConfigError("model.tomeformer.condition needs model.tomeformer.bert (its word embeddings and tokenizer)")

@@ -34,6 +34,7 @@ MERGE_MODES = ("mean", "sum", "amax")
 _PADDED_BAND = 4.0
 _EXTRA_VALID_BAND = 8.0
 _FORCED_SCORE = -16.0
+NO_MERGE = 1.01  # a threshold above any cosine similarity: nothing merges
 
 
 def _identity(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
@@ -115,7 +116,6 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
     r = min(r, (tokens - protected) // 2)
     if r <= 0:
         return _identity, _identity
-    order = None
     if mask is not None:
         if mask.shape != (batch, tokens) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor of shape {(batch, tokens)}, got {mask.dtype} "
@@ -126,16 +126,7 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
         raise ValueError("threshold merging needs a mask (pad with pad_tokens)")
 
     with torch.no_grad():
-        if mask is not None:
-            order = (~mask).to(torch.uint8).sort(dim=1, stable=True).indices      # [B, T] valid first
-            metric = _gather_tokens(metric, order)
-            mask = mask.gather(1, order)
-        metric = F.normalize(metric.float(), dim=-1)
-        a, b = metric[:, ::2], metric[:, 1::2]                             # [B, Ta, C], [B, Tb, C]
-        scores = a @ b.transpose(1, 2)                                     # [B, Ta, Tb]
-        if mask is not None:
-            scores.masked_fill_(mask[:, ::2, None] != mask[:, None, 1::2], float("-inf"))
-        node_max, node_idx = scores.max(dim=-1)                            # [B, Ta] best B for each A
+        order, mask, node_max, node_idx = _best_matches(metric, mask)
         if mask is None:
             priority = node_max
         else:
@@ -183,6 +174,50 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
         return out
 
     return merge, unmerge
+
+
+def _best_matches(metric: torch.Tensor, mask: torch.Tensor | None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Each A token's most similar B token: (order [B, T] that moves valid tokens first or None, mask in that
+    order, node_max [B, Ta] cosine similarity (-inf where valid meets padding), node_idx [B, Ta])."""
+    order = None
+    if mask is not None:
+        order = (~mask).to(torch.uint8).sort(dim=1, stable=True).indices      # [B, T] valid first
+        metric = _gather_tokens(metric, order)
+        mask = mask.gather(1, order)
+    metric = F.normalize(metric.float(), dim=-1)
+    a, b = metric[:, ::2], metric[:, 1::2]                                 # [B, Ta, C], [B, Tb, C]
+    scores = a @ b.transpose(1, 2)                                         # [B, Ta, Tb]
+    if mask is not None:
+        scores.masked_fill_(mask[:, ::2, None] != mask[:, None, 1::2], float("-inf"))
+    node_max, node_idx = scores.max(dim=-1)                                # [B, Ta] best B for each A
+    return order, mask, node_max, node_idx
+
+
+@torch.no_grad()
+def batch_threshold(metric: torch.Tensor, r: int, cap: int, class_token: bool = True,
+                    mask: torch.Tensor | None = None) -> float:
+    """The similarity threshold at which a batch merges ``r`` tokens per item on average, no item more than
+    ``cap`` (DyMU's batch-level threshold): the (B r)-th highest best-match score among each item's top
+    ``cap`` candidates. ``bipartite_soft_matching(metric, cap, class_token, mask, threshold)`` with it merges
+    B r tokens over the batch (more only on tied scores). metric [B, T, C]; mask [B, T] bool or None (all
+    valid). Returns ``NO_MERGE`` when r is 0 or nothing can merge."""
+    batch, tokens, _ = metric.shape
+    protected = int(class_token)
+    if r <= 0 or cap <= 0 or tokens - protected < 2:
+        return NO_MERGE
+    if mask is None:
+        mask = torch.ones(batch, tokens, dtype=torch.bool, device=metric.device)
+    _, mask, node_max, _ = _best_matches(metric, mask)
+    candidates = node_max.masked_fill(~_valid_pairs(node_max, mask, protected), float("-inf"))
+    limit = ((mask.sum(dim=1) - protected) // 2).clamp(min=0, max=cap)   # [B] merges each item may make
+    ranked = candidates.sort(dim=1, descending=True).values              # [B, Ta]
+    within = torch.arange(ranked.shape[1], device=ranked.device) < limit[:, None]
+    pool = ranked[within & (ranked > float("-inf"))]                     # [P] scores of allowed merges
+    wanted = batch * r
+    if pool.numel() == 0:
+        return NO_MERGE
+    return float(pool.topk(min(wanted, pool.numel())).values[-1])
 
 
 def _check_threshold_padding(mask: torch.Tensor, quota: torch.Tensor, r: int) -> None:

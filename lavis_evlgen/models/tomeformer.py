@@ -24,6 +24,11 @@ Beyond the paper (each off by default; off, the arithmetic is the paper's):
 * ``threshold``: adaptive budgets. A layer merges only the tokens whose best match is at least that similar
   (at most r), so a simple image ends with fewer tokens than a busy one; items of a batch then differ in
   length and the output's ``attention_mask`` marks each item's tokens.
+* ``mean_tokens``: adaptive budgets trained as they are used. In training, each layer's threshold is the one
+  at which the batch merges the fixed schedule's r per item on average (``batch_threshold``, each item at most
+  ``cap_factor`` times r), so the mean count follows the schedule that ends at ``mean_tokens`` while each image
+  gets its own; a running average of those thresholds (buffers, saved with the weights) is what evaluation
+  merges by, as BatchNorm keeps its statistics. The thresholds move with the keys as training moves them.
 * ``tokens`` / ``random_tokens``: one model, many budgets. The per-layer r is derived from a final token
   count (``r_for_tokens``): fixed, or drawn per training forward from a range (Matryoshka Query Transformer's
   idea for a merging connector) so that one checkpoint serves any count in it at inference
@@ -33,6 +38,7 @@ Beyond the paper (each off by default; off, the arithmetic is the paper's):
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +50,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
 from lavis_evlgen.common.precision import attention
 from lavis_evlgen.models.tome import (
+    batch_threshold,
     bipartite_soft_matching,
     compact,
     merge_mask,
@@ -114,13 +121,16 @@ class TomeFormer(nn.Module):
     Off by default: threshold (``parse_threshold``: a layer merges only tokens at least that similar, r its
     cap); tokens (final token count, replaces r by ``r_for_tokens``); random_tokens ((low, high): in training,
     each forward draws its final count uniformly from [low, high] with torch's global generator, so runs
-    repeat from the seed); condition (keep BERT's word embeddings, frozen, to embed question tokens).
+    repeat from the seed); condition (keep BERT's word embeddings, frozen, to embed question tokens);
+    mean_tokens (tracked thresholds for that mean final count, caps ``cap_factor`` times the fixed schedule's r,
+    running average with ``threshold_momentum``; in evaluation before any training step, the fixed schedule).
     """
 
     def __init__(self, bert: BertModel, r: int | list[int] | tuple[int, float], class_token: bool = True,
                  merge_mode: str = "mean", proportional_attention: bool = False,
                  threshold: float | list[float | None] | None = None, tokens: int | None = None,
-                 random_tokens: tuple[int, int] | list[int] | None = None, condition: bool = False):
+                 random_tokens: tuple[int, int] | list[int] | None = None, condition: bool = False,
+                 mean_tokens: int | None = None, cap_factor: float = 2.0, threshold_momentum: float = 0.05):
         super().__init__()
         _check_config(bert.config)
         if merge_mode not in MERGE_MODES:
@@ -133,8 +143,16 @@ class TomeFormer(nn.Module):
         self.proportional_attention = proportional_attention
         self.condition = condition
         self.tokenizer = None
-        self.set_merge_schedule(r=r, tokens=tokens, threshold=threshold)
+        if cap_factor < 1:
+            raise ValueError(f"cap_factor must be at least 1, got {cap_factor}")
+        if not 0 < threshold_momentum <= 1:
+            raise ValueError(f"threshold_momentum must be in (0, 1], got {threshold_momentum}")
+        self.cap_factor = float(cap_factor)
+        self.threshold_momentum = float(threshold_momentum)
+        self.set_merge_schedule(r=r, tokens=tokens, threshold=threshold, mean_tokens=mean_tokens)
         self.random_tokens = _check_random_tokens(random_tokens)
+        if self.random_tokens is not None and mean_tokens is not None:
+            raise ValueError("give the TomeFormer random_tokens or mean_tokens, not both")
 
     @classmethod
     def from_config(cls, bert_config: BertConfig, r: int | list[int] | tuple[int, float], **options) -> "TomeFormer":
@@ -180,22 +198,34 @@ class TomeFormer(nn.Module):
         """Set the tokens merged per layer (see ``parse_r``); a final token count set before is dropped."""
         self.r_per_layer = parse_r(r, self.num_layers)
         self.target_tokens = None
+        self.mean_tokens = None
 
     def set_merge_schedule(self, r: int | list[int] | tuple[int, float] | None = None, tokens: int | None = None,
-                           threshold: float | list[float | None] | None = None) -> None:
-        """Set how much each layer merges, e.g. on a loaded checkpoint before evaluating: r (``parse_r``) or
-        a final token count ``tokens`` (r per layer from ``r_for_tokens`` for each input length), and the
-        similarity ``threshold`` (``parse_threshold``; None turns it off). Give r or tokens, not both. With
-        tokens, ``r_per_layer`` is None: ``merge_schedule(num_tokens)`` gives the r of each layer."""
-        if (r is None) == (tokens is None):
-            raise ValueError(f"give the TomeFormer r or tokens, not both or neither (r={r!r}, tokens={tokens!r})")
-        if tokens is not None:
-            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-                raise ValueError(f"tokens must be a positive int, got {tokens!r}")
-            self.r_per_layer = None                                       # depends on the input length
-            self.target_tokens = tokens
-        else:
+                           threshold: float | list[float | None] | None = None,
+                           mean_tokens: int | None = None) -> None:
+        """Set how much each layer merges, e.g. on a loaded checkpoint before evaluating: r (``parse_r``),
+        a final token count ``tokens`` (r per layer from ``r_for_tokens`` for each input length) or a mean final
+        count ``mean_tokens`` (tracked thresholds, see the class), and the similarity ``threshold``
+        (``parse_threshold``; None turns it off; not with mean_tokens). Give exactly one of r, tokens and
+        mean_tokens. Without r, ``r_per_layer`` is None: ``merge_schedule(num_tokens)`` gives the r of each layer."""
+        choices = (("r", r), ("tokens", tokens), ("mean_tokens", mean_tokens))
+        given = [name for name, value in choices if value is not None]
+        if len(given) != 1:
+            raise ValueError(f"give the TomeFormer one of r, tokens and mean_tokens, not both or neither "
+                             f"(got {given})")
+        count = tokens if tokens is not None else mean_tokens
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"{given[0]} must be a positive int, got {count!r}")
+        if mean_tokens is not None and threshold is not None:
+            raise ValueError("mean_tokens sets the thresholds itself; give it without threshold")
+        if r is not None:
             self.set_r(r)
+        else:
+            self.r_per_layer = None                                       # depends on the input length
+            self.target_tokens, self.mean_tokens = tokens, mean_tokens
+        if mean_tokens is not None and not hasattr(self, "running_thresholds"):
+            self.register_buffer("running_thresholds", torch.zeros(self.num_layers))
+            self.register_buffer("thresholds_tracked", torch.zeros((), dtype=torch.long))
         self.thresholds = parse_threshold(threshold, self.num_layers)
 
     @contextlib.contextmanager
@@ -203,15 +233,19 @@ class TomeFormer(nn.Module):
                 threshold: float | list[float | None] | None = None) -> Iterator[None]:
         """Merge by this schedule (as ``set_merge_schedule`` takes it) inside the block and by the previous
         one after, e.g. to caption one request at another r in a served model."""
-        saved = self.r_per_layer, self.target_tokens, self.thresholds
+        saved = self.r_per_layer, self.target_tokens, self.mean_tokens, self.thresholds
         self.set_merge_schedule(r=r, tokens=tokens, threshold=threshold)
         try:
             yield
         finally:
-            self.r_per_layer, self.target_tokens, self.thresholds = saved
+            self.r_per_layer, self.target_tokens, self.mean_tokens, self.thresholds = saved
 
     def describe_schedule(self) -> str:
         """The merge schedule in words: r per layer or the final token count, and thresholds when set."""
+        if self.mean_tokens is not None:
+            tracked = (f"running thresholds {[round(float(t), 4) for t in self.running_thresholds]}"
+                       if self.thresholds_tracked > 0 else "no thresholds tracked yet: the fixed schedule")
+            return f"{self.mean_tokens} tokens on average, caps {self.cap_factor:g} x r ({tracked})"
         words = f"r per layer {self.r_per_layer}" if self.target_tokens is None else f"{self.target_tokens} tokens"
         if self.thresholds is not None:
             words += f", thresholds {[None if t is None else round(t, 4) for t in self.thresholds]}"
@@ -219,7 +253,7 @@ class TomeFormer(nn.Module):
 
     def merge_schedule(self, num_tokens: int) -> list[int]:
         """The r of each layer for inputs of ``num_tokens`` tokens (a fresh draw in training with random_tokens)."""
-        target = self.target_tokens
+        target = self.target_tokens if self.mean_tokens is None else self.mean_tokens
         if self.training and self.random_tokens is not None:
             low, high = self.random_tokens
             target = int(torch.randint(low, high + 1, ()))
@@ -256,15 +290,17 @@ class TomeFormer(nn.Module):
         x = self.embeddings(x)
         size = x.new_ones(batch, num_tokens, 1)
         source = torch.eye(num_tokens, dtype=x.dtype, device=x.device).expand(batch, num_tokens, num_tokens)
-        thresholds = self.thresholds or [None] * self.num_layers
+        schedule, thresholds, track = self._layer_plan(num_tokens)
         widths = []
-        for index, (layer, r, threshold) in enumerate(zip(self.encoder["layer"], self.merge_schedule(num_tokens),
-                                                          thresholds)):
+        for index, (layer, r, threshold) in enumerate(zip(self.encoder["layer"], schedule, thresholds)):
             if text is None:
                 x, keys = self._attention(layer, x, mask, size)
             else:
                 x, text, keys = self._joint_attention(layer, x, mask, size, text, text_mask)
             metric = keys.mean(dim=1)
+            if track is not None and r > 0:
+                threshold = self._track_threshold(index, batch_threshold(metric, track[index], r, self.class_token,
+                                                                         mask))
             if threshold is not None:
                 if mask is None:
                     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -288,8 +324,31 @@ class TomeFormer(nn.Module):
             if text is not None and index < self.num_layers - 1:
                 text = layer.output(layer.intermediate(text), text)
             widths.append(x.shape[1])
+        if track is not None:
+            self.thresholds_tracked += 1
         out_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device) if mask is None else mask.long()
         return TomeFormerOutput(last_hidden_state=x, attention_mask=out_mask, source=source, tokens_per_layer=widths)
+
+    def _layer_plan(self, num_tokens: int) -> tuple[list[int], list[float | None], list[int] | None]:
+        """Per layer: r (the cap under a threshold), the threshold, and with mean_tokens in training the r each
+        item merges on average (the thresholds then come from the batch)."""
+        schedule = self.merge_schedule(num_tokens)
+        if self.mean_tokens is None:
+            return schedule, self.thresholds or [None] * self.num_layers, None
+        caps = [math.ceil(self.cap_factor * r) for r in schedule]
+        if self.training:
+            return caps, [None] * self.num_layers, schedule
+        if self.thresholds_tracked == 0:
+            return schedule, [None] * self.num_layers, None
+        return caps, [float(t) for t in self.running_thresholds], None
+
+    @torch.no_grad()
+    def _track_threshold(self, layer: int, threshold: float) -> float:
+        """Fold a batch's threshold into layer's running average; returns the batch's, which training merges by."""
+        running = self.running_thresholds
+        momentum = 1.0 if self.thresholds_tracked == 0 else self.threshold_momentum
+        running[layer] = (1 - momentum) * running[layer] + momentum * threshold
+        return threshold
 
     def condition_inputs(self, texts: list[str] | None, device: torch.device,
                          max_length: int = 64) -> dict[str, torch.Tensor]:

@@ -28,12 +28,18 @@ import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state_dict
 from lavis_evlgen.common.cli_config import add_config_arguments, load_config
 from lavis_evlgen.common.config_check import ConfigError
-from lavis_evlgen.models.tome import bipartite_soft_matching, merge_mask, pad_tokens, r_for_tokens, token_counts
+from lavis_evlgen.models.tome import (
+    NO_MERGE,
+    bipartite_soft_matching,
+    merge_mask,
+    pad_tokens,
+    r_for_tokens,
+    token_counts,
+)
 from lavis_evlgen.models.tomeformer import TomeFormer
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
 BISECTION_STEPS = 24
-NO_MERGE = 1.01  # above any cosine similarity
 
 
 @torch.no_grad()

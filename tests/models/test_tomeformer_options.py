@@ -1,5 +1,6 @@
 """TomeFormer options beyond the paper: threshold merging, token-count schedules, random budgets and
 question-conditioned merging; and the default path, which must stay the paper's arithmetic."""
+import math
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from omegaconf import OmegaConf
 from transformers import BertConfig, BertModel
 
 from lavis_evlgen.models.tome import (
+    NO_MERGE,
+    batch_threshold,
     bipartite_soft_matching,
     compact,
     merge_mask,
@@ -243,6 +246,100 @@ def test_random_tokens_draw_per_training_forward_and_repeat_from_the_seed():
         small_tomeformer(random_tokens=(10, 5))
 
 
+# ---------------------------------------------------------------- tracked thresholds (mean_tokens)
+@pytest.mark.parametrize("r,cap", [(3, 6), (5, 5), (2, 12)])
+def test_batch_threshold_merges_r_per_item_on_average_and_no_item_beyond_its_cap(r, cap):
+    torch.manual_seed(r)
+    metric = torch.randn(5, 41, 8).double()
+    metric[0, 1:] = metric[0, 1:2] + 0.01 * torch.randn(40, 8)             # one near-duplicate image
+    mask = torch.ones(5, 41, dtype=torch.bool)
+    mask[3, 30:] = False                                                  # and one shorter item
+    threshold = batch_threshold(metric, r, cap, True, mask)
+    merged = mask.sum(dim=1) - _merged_per_item(metric, cap, threshold, mask)
+    assert int(merged.sum()) == 5 * r                                     # random scores: no ties
+    assert (merged <= cap).all()
+    if cap > r:
+        assert merged[0] == min(cap, 5 * r) and merged.min() < r                     # the batch shares its merges out
+
+
+def test_batch_threshold_with_nothing_to_merge():
+    metric = torch.randn(2, 9, 4)
+    assert batch_threshold(metric, 0, 4) == NO_MERGE
+    assert batch_threshold(metric[:, :1], 3, 6) == NO_MERGE               # a class token alone
+
+
+def _tracked(mean_tokens=29, **kwargs) -> TomeFormer:
+    torch.manual_seed(0)
+    config = BertConfig(**SMALL, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # repeatable training
+    return TomeFormer.from_config(config, None, mean_tokens=mean_tokens, **kwargs)
+
+
+def _scenes(batch=6):
+    """Half the items near-duplicates of one token (simple images), half random (busy ones)."""
+    torch.manual_seed(1)
+    x = torch.randn(batch, 257, 32)
+    x[: batch // 2] = x[: batch // 2, :1] + 0.3 * torch.randn(batch // 2, 257, 32)
+    return x
+
+
+def test_mean_tokens_training_hits_the_mean_and_busy_images_keep_more():
+    model, x = _tracked().train(), _scenes()
+    assert model.describe_schedule().endswith("(no thresholds tracked yet: the fixed schedule)")
+    counts = model(x).attention_mask.sum(dim=1)
+    assert counts.float().mean() == 29
+    assert counts[3:].min() > 29 > counts[:3].max()
+    assert int(model.thresholds_tracked) == 1 and model.running_thresholds.gt(0).all()
+
+
+def test_mean_tokens_thresholds_are_a_running_average_of_the_batches():
+    model, x = _tracked(threshold_momentum=0.25).train(), _scenes()
+    model(x)
+    first = model.running_thresholds.clone()
+    model(x[[0, 3, 4, 5]])                                                 # busier batch: lower thresholds
+    second = model.running_thresholds.clone()
+    model(x[[0, 3, 4, 5]])
+    moved = second - first
+    assert (moved != 0).any()
+    torch.testing.assert_close(model.running_thresholds - second, 0.75 * moved, rtol=1e-5, atol=1e-6)
+    assert int(model.thresholds_tracked) == 3
+
+
+def test_mean_tokens_evaluation_merges_by_the_running_thresholds_saved_with_the_weights():
+    x = _scenes()
+    untrained = _tracked().eval()
+    with torch.no_grad():
+        assert untrained(x).attention_mask.sum(dim=1).tolist() == [29] * 6  # nothing tracked: the fixed schedule
+    model = _tracked().train()
+    for _ in range(3):
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        counts = model(x).attention_mask.sum(dim=1)
+        expected = model.running_thresholds.tolist()
+        with model.merging(r=[math.ceil(2 * r) for r in r_for_tokens(257, 29, 12)], threshold=expected):
+            torch.testing.assert_close(model(x).last_hidden_state, model(x).last_hidden_state)
+            by_hand = model(x).attention_mask.sum(dim=1)
+    assert counts.tolist() == by_hand.tolist() and counts[3:].min() > counts[:3].max()
+    assert model.describe_schedule().startswith("29 tokens on average, caps 2 x r (running thresholds")
+    restored = _tracked().eval()
+    restored.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert restored(x).attention_mask.sum(dim=1).tolist() == counts.tolist()
+
+
+def test_mean_tokens_errors():
+    with pytest.raises(ValueError, match="without threshold"):
+        _tracked(threshold=0.9)
+    with pytest.raises(ValueError, match="random_tokens or mean_tokens"):
+        _tracked(random_tokens=(9, 45))
+    with pytest.raises(ValueError, match="cap_factor"):
+        _tracked(cap_factor=0.5)
+    with pytest.raises(ValueError, match="threshold_momentum"):
+        _tracked(threshold_momentum=0.0)
+    with pytest.raises(ValueError, match="not both or neither"):
+        small_tomeformer(r=4).set_merge_schedule(r=4, mean_tokens=29)
+
+
 # ---------------------------------------------------------------- question-conditioned merging
 def conditioned(**kwargs) -> TomeFormer:
     torch.manual_seed(0)
@@ -318,6 +415,9 @@ def test_build_tomeformer_reads_the_new_keys():
     assert build_tomeformer(_cfg(tokens=17)).target_tokens == 17         # tokens replaces r
     default = build_tomeformer(_cfg())
     assert default.thresholds is None and default.random_tokens is None and default.target_tokens is None
+    tracked = build_tomeformer(_cfg(mean_tokens=20, cap_factor=3, threshold_momentum=0.1))
+    assert (tracked.mean_tokens, tracked.r_per_layer) == (20, None)
+    assert (tracked.cap_factor, tracked.threshold_momentum) == (3, 0.1)
     cfg = OmegaConf.create({"bert": str(minilm_path()), "r": 4, "condition": True})
     assert build_tomeformer(cfg).tokenizer is not None
 
@@ -325,6 +425,8 @@ def test_build_tomeformer_reads_the_new_keys():
 @pytest.mark.parametrize("keys,match", [(dict(threshold=[0.9, 0.8]), "model.tomeformer: threshold"),
                                         (dict(random_tokens=[5]), "model.tomeformer: random_tokens"),
                                         (dict(tokens="many"), "model.tomeformer: tokens"),
+                                        (dict(mean_tokens=0), "model.tomeformer: mean_tokens"),
+                                        (dict(mean_tokens=20, cap_factor="x"), "model.tomeformer.cap_factor"),
                                         (dict(condition="yes"), "model.tomeformer.condition"),
                                         (dict(condition=True), "model.tomeformer.condition needs")])
 def test_bad_values_name_the_config_key(keys, match):
