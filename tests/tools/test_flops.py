@@ -78,6 +78,20 @@ def test_token_count_schedule_lists_the_tokens_after_each_layer(tmp_path, capsys
     assert len(stage["tokens_per_layer"]) == 2 and stage["tokens_per_layer"][0] < 17
 
 
+def test_mean_tokens_counts_the_mean_schedule(tmp_path, capsys):
+    """Thresholds tracked for a mean of 9 tokens: counted as the fixed schedule with that mean (an untrained
+    connector merges by it, and a trained one's mean count is the target)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "evlgen_opt", "model_type": "tiny"}}))
+    stages = []
+    for option in ("model.tomeformer.mean_tokens=9", "model.tomeformer.tokens=9"):
+        assert flops.main(["--cfg-path", str(path), "--json", "--options", option]) == 0
+        stages += json.loads(capsys.readouterr().out)
+    assert stages[0]["connector_tokens"] == 9
+    assert stages[0]["tokens_per_layer"] == stages[1]["tokens_per_layer"]
+    assert stages[0]["macs_per_sample"] == stages[1]["macs_per_sample"]
+
+
 def test_blip2_stage2_tiny_matches_hand_count(tmp_path, capsys):
     """4 queries; layer 0 has cross-attention to the 17 ViT tokens (cross_attention_freq 2), layer 1 not."""
     q = 4
