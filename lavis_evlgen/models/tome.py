@@ -210,7 +210,7 @@ def batch_threshold(metric: torch.Tensor, r: int, cap: int, class_token: bool = 
         mask = torch.ones(batch, tokens, dtype=torch.bool, device=metric.device)
     _, mask, node_max, _ = _best_matches(metric, mask)
     candidates = node_max.masked_fill(~_valid_pairs(node_max, mask, protected), float("-inf"))
-    limit = ((mask.sum(dim=1) - protected) // 2).clamp(min=0, max=cap)   # [B] merges each item may make
+    limit = _merge_quota(node_max, mask, cap, protected, None)          # [B] merges each item may make
     ranked = candidates.sort(dim=1, descending=True).values              # [B, Ta]
     within = torch.arange(ranked.shape[1], device=ranked.device) < limit[:, None]
     pool = ranked[within & (ranked > float("-inf"))]                     # [P] scores of allowed merges
