@@ -364,8 +364,11 @@ class RunnerEvlgen(RunnerBase):
                           self.max_iters)
                 self.log_stats(self.train_iters(end), "train")
                 self.end_inner_epoch()
-        has_best = self.best["path"] is not None
-        self.evaluate(cur_epoch="best" if has_best else f"iter{self.iteration}", skip_reload=not has_best)
+            has_best = self.best["path"] is not None
+            self.evaluate(cur_epoch="best" if has_best else f"iter{self.iteration}", skip_reload=not has_best)
+            if self.preemption.requested:
+                logger.warning("%s arrived after the last step: the final checkpoint and evaluation are complete",
+                               PreemptionWatch.name(self.preemption.received))
         logger.info("training time %.1f s", time.time() - start)
         self.tracker.close()
 

@@ -18,6 +18,8 @@ Scenarios (``--scenarios``, default all):
 * ``preempt``: SIGTERM or SIGUSR1 (alternating); the run must stop after the current step with exit
   status 4 and a checkpoint of that step (no step lost); the last fault sends SIGTERM and SIGUSR1 at once, which must
   end the process at once (status 128 + the signal handled second) and lose nothing already saved.
+  Signals that land after the last step let the run finish (status 0), or, once training and its
+  evaluation are logged as done, may end the exiting process.
 * ``corrupt``: SIGKILL, then the latest checkpoint is truncated on disk (its numbered hard link too);
   the relaunch must fall back to the newest readable numbered checkpoint.
 * ``broken``: SIGKILL with unreadable images among the training data; the skips are counted.
@@ -77,6 +79,7 @@ ITERATION = re.compile(r"iteration (\d+)/\d+  loss")
 SAVED = re.compile(r"saved checkpoint at iteration (\d+)")
 RESUMED = re.compile(r"auto_resume: resuming from \S+ \(iteration (\d+)\)")
 FRESH = "auto_resume: no checkpoint in"
+FINISHED = "training time"
 
 
 # ---------------------------------------------------------------- data
@@ -428,6 +431,8 @@ class Drill:
         sigs = attempt.fault.split("+")
         if attempt.code == 0:
             return  # the signals came after the last step: the run had finished
+        if FINISHED in attempt.log and attempt.code in {-signal.Signals[s].value for s in sigs}:
+            return  # the signals came after training and its evaluation, while the process was exiting
         if outcome.scenario == "preempt-2proc":
             if "preempted by SIGTERM" not in attempt.log:
                 outcome.problems.append(f"attempt {k}: no 'preempted by SIGTERM' log line (status {attempt.code})")

@@ -139,3 +139,16 @@ def test_preemption_at_an_inner_epoch_end_saves_first_and_leaves_validation_to_t
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored after training
     assert train(tiny, "run.max_iters=4", "run.iters_per_inner_epoch=2", "run.save_every_iters=4") == 0
     assert iteration_of(job / "checkpoint_latest.pth") == 4
+
+
+def test_a_signal_after_the_last_step_lets_the_run_finish_and_says_so(tiny, tmp_path, caplog):
+    handler = SignalAt("saved checkpoint at iteration 3", signal.SIGUSR1)
+    logging.getLogger().addHandler(handler)
+    try:
+        code = train(tiny)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert code == 0
+    assert "SIGUSR1 arrived after the last step: the final checkpoint and evaluation are complete" in caplog.text
+    assert caplog.text.index("arrived after the last step") < caplog.text.index("training time")
+    assert iteration_of(tmp_path / "out" / "exp" / "checkpoint_latest.pth") == 3
