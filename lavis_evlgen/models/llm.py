@@ -23,6 +23,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 
 from lavis_evlgen.common.precision import attention, cpu_bf16_attention, cpu_has_native_bf16
 from lavis_evlgen.models.byte_tokenizer import byte_tokenizer
+from lavis_evlgen.models.frozen_bf16 import keep_bf16_weights
 from lavis_evlgen.models.weights import require_weights
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,9 @@ def build_llm(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """Stop gradients and put the module in eval mode (it stays there: see EVLGen.train)."""
+    """Stop gradients and put the module in eval mode (it stays there: see EVLGen.train); its linear layers
+    cast their weights to bf16 once for CPU bf16 autocast (``frozen_bf16``)."""
     for p in module.parameters():
         p.requires_grad_(False)
+    keep_bf16_weights(module)
     return module.eval()
