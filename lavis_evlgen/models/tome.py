@@ -20,6 +20,7 @@ token. Every merged group is otherwise all-valid or all-padded, where the weight
 """
 from __future__ import annotations
 
+import contextlib
 from numbers import Integral
 from typing import Callable, Sequence
 
@@ -176,6 +177,15 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
     return merge, unmerge
 
 
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast disabled, so the similarity scores stay fp32: under bf16 autocast a cosine similarity near 1
+    is resolved to 2^-8 only (fp16, the authors' CUDA autocast: 2^-11), while a trained connector's best
+    matches lie between 0.99 and 1, where bf16 would leave a handful of tied values to rank."""
+    if device_type in ("cpu", "cuda"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _best_matches(metric: torch.Tensor, mask: torch.Tensor | None
                   ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Each A token's most similar B token: (order [B, T] that moves valid tokens first or None, mask in that
@@ -187,7 +197,8 @@ def _best_matches(metric: torch.Tensor, mask: torch.Tensor | None
         mask = mask.gather(1, order)
     metric = F.normalize(metric.float(), dim=-1)
     a, b = metric[:, ::2], metric[:, 1::2]                                 # [B, Ta, C], [B, Tb, C]
-    scores = a @ b.transpose(1, 2)                                         # [B, Ta, Tb]
+    with _autocast_off(metric.device.type):
+        scores = a @ b.transpose(1, 2)                                     # [B, Ta, Tb], fp32
     if mask is not None:
         scores.masked_fill_(mask[:, ::2, None] != mask[:, None, 1::2], float("-inf"))
     node_max, node_idx = scores.max(dim=-1)                                # [B, Ta] best B for each A

@@ -27,8 +27,9 @@ def test_training_and_evaluation_modes_give_the_same_loss(embedded_paths):
 def test_the_default_attention_keeps_pytorchs_bf16_loss_and_its_gradients_within_bf16_noise(embedded_paths):
     """A quickstart step on a fixed batch (TomeFormer and SmolLM2 under CPU bf16 autocast): the default
     ``run.cpu_bf16_attention`` gives the loss of PyTorch's bf16 path (``bf16_flash``) to the bit, and gradients
-    within bf16 rounding of its gradients (measured 0.5 % apart; one merge decided otherwise, as fp32 attention's
-    other rounding does, moves them by about 100 %)."""
+    within bf16 rounding of its gradients (measured 0.5 % apart on a Zen 4 EPYC, up to 3.1 % on an AMX Xeon, whose
+    bf16 backward kernels round otherwise; one merge decided otherwise, as fp32 attention's other rounding does,
+    moves them by about 100 %)."""
     from lavis_evlgen.common.precision import Precision
 
     cfg = OmegaConf.load(config_path("models/evlgen_vicuna/embedded.yaml")).model
@@ -52,4 +53,4 @@ def test_the_default_attention_keeps_pytorchs_bf16_loss_and_its_gradients_within
     loss, grads = step("bf16")
     flash_loss, flash_grads = step("bf16_flash")
     assert torch.equal(loss, flash_loss)
-    assert (grads - flash_grads).norm() / flash_grads.norm() < 0.02
+    assert (grads - flash_grads).norm() / flash_grads.norm() < 0.05

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from lavis_evlgen.models.tome import (
+    _best_matches,
     bipartite_soft_matching,
     merge_mask,
     merge_source,
@@ -219,3 +220,17 @@ def test_token_counts():
     assert token_counts(10, [4, 4, 4]) == [6, 4, 3]
     assert token_counts(10, [4, 4, 4], class_token=False) == [6, 3, 2]
     assert token_counts(5, [0, 1]) == [5, 4]
+
+
+
+def test_matching_under_bf16_autocast_ranks_by_fp32_similarities():
+    # A trained connector's best matches lie within 0.99-1, where bf16 resolves only steps of 2^-8.
+    torch.manual_seed(0)
+    metric = torch.randn(1, 1, 64) + 0.02 * torch.randn(4, 41, 64)      # best-match cosines about 0.9995
+    tokens = torch.arange(41.0).expand(4, 41)[..., None].contiguous()    # each token's own index
+    merge, _ = bipartite_soft_matching(metric, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        merge_autocast, _ = bipartite_soft_matching(metric, 12)
+        node_max = _best_matches(metric, None)[2]
+    assert node_max.dtype == torch.float32 and node_max.min() > 0.99
+    assert torch.equal(merge(tokens), merge_autocast(tokens))
