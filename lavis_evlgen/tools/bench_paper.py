@@ -24,20 +24,18 @@ import argparse
 import contextlib
 import json
 import logging
-import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from lavis.common.registry import registry
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.cli_config import model_type_config
 from lavis_evlgen.tools.bench_step import Spread
 
-logger = logging.getLogger(__name__)
 
 PAPER_MODELS = ("evlgen_opt:pretrain_opt2.7b", "blip2_stage1:pretrain", "blip2_stage2_opt:pretrain_opt2.7b")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
