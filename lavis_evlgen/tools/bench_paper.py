@@ -36,7 +36,6 @@ import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.cli_config import model_type_config
 from lavis_evlgen.tools.bench_step import Spread
 
-
 PAPER_MODELS = ("evlgen_opt:pretrain_opt2.7b", "blip2_stage1:pretrain", "blip2_stage2_opt:pretrain_opt2.7b")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 WORDS = ("a", "red", "blue", "circle", "square", "on", "the", "left", "of", "green", "small", "large")
