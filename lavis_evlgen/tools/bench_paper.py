@@ -21,12 +21,11 @@ explicitly.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from lavis.common.registry import registry
@@ -34,10 +33,11 @@ from omegaconf import DictConfig
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.cli_config import model_type_config
+from lavis_evlgen.common.precision import Precision
+from lavis_evlgen.models.llm import DTYPES
 from lavis_evlgen.tools.bench_step import Spread
 
 PAPER_MODELS = ("evlgen_opt:pretrain_opt2.7b", "blip2_stage1:pretrain", "blip2_stage2_opt:pretrain_opt2.7b")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 WORDS = ("a", "red", "blue", "circle", "square", "on", "the", "left", "of", "green", "small", "large")
 
 
@@ -84,15 +84,6 @@ def captions(batch: int, tokens: int, generator: torch.Generator) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    if dtype == torch.float32:
-        yield
-        return
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -109,6 +100,7 @@ def time_model(spec: str, batch: int, steps: int, warmup: int, dtype: str, devic
         model = registry.get_model_class(arch).from_config(cfg)
     model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     size = int(cfg.vision.get("image_size", 224))
     generator = torch.Generator().manual_seed(seed)
@@ -123,7 +115,7 @@ def time_model(spec: str, batch: int, steps: int, warmup: int, dtype: str, devic
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if batch == 1:
-                return ModelTiming(spec, 0, None, 0.0, sum(p.numel() for p in params), None,
+                return ModelTiming(spec, 0, None, 0.0, trainable, None,
                                    f"out of memory from batch {requested} down to 1")
             batch //= 2
     note = f"{requested} did not fit" if batch != requested else ""
@@ -133,7 +125,7 @@ def time_model(spec: str, batch: int, steps: int, warmup: int, dtype: str, devic
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    return ModelTiming(spec, batch, spread, batch / spread.median, sum(p.numel() for p in params), peak, note)
+    return ModelTiming(spec, batch, spread, batch / spread.median, trainable, peak, note)
 
 
 def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: int, size: int, steps: int,
@@ -146,7 +138,7 @@ def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: i
                    "text_input": captions(batch, caption_tokens, generator)}
         synchronize(device)
         start = time.perf_counter()
-        with autocast(device, dtype):
+        with Precision(device.type, dtype, "bench_paper").autocast():
             loss = model(samples)["loss"]
         loss.backward()
         optimizer.step()
