@@ -13,10 +13,14 @@ prepares the embedded weights first where a stage uses them (as the quickstart d
    (CIDEr and the quickstart's grounding counts) every ``compare.eval_every`` steps and recording the
    steps, training seconds and wall seconds of each point; the test split is scored at the end on
    the checkpoint best on val;
-4. writes ``comparison.md``, ``comparison.json`` and ``cider_vs_time.png`` (``compare_report``): per
+4. times every stage's training step in turns in one process (``compare.step_cost``,
+   ``lavis_evlgen.tools.compare_step_cost``), once, kept in ``step_cost.json``, so that times to a target can
+   also be read at costs that a drifting machine slowed alike;
+5. writes ``comparison.md``, ``comparison.json`` and ``cider_vs_time.png`` (``compare_report``): per
    method mean and spread over seeds of the final val and test CIDEr, and the training time, steps
    and connector MACs to first reach each target (``compare.reference``'s final val CIDEr, and
-   ``compare.target_cider``), plus the paper-scale connector MACs of ``compare.paper_scale``.
+   ``compare.target_cider``), at the measured training seconds and at the step costs, plus the paper-scale
+   connector MACs of ``compare.paper_scale``.
 
 Every run (method, stage, seed or lr) trains in a process of its own (so no run's speed depends on the runs
 before it) and in its own folder under ``compare.output_dir``, with the ``runner_evlgen`` runner and
@@ -68,6 +72,7 @@ from lavis_evlgen.runners.runner_evlgen import RunnerEvlgen
 from lavis_evlgen.tools import compare_report
 from lavis_evlgen.tools.compare_curves import Point, choose_lr
 from lavis_evlgen.tools.compare_plan import Method, Stage, build_methods, check_plan
+from lavis_evlgen.tools.compare_step_cost import build_runner, summarise, time_in_turns
 from lavis_evlgen.tools.flops import build_shape_model, count_stage, declared, report
 from lavis_evlgen.tools.quickstart import grounding, references, subset_scores
 
@@ -78,6 +83,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RESULT = "result.json"
 POINTS = "points.jsonl"
 CLOCK = "clock.json"
+STEP_COST = "step_cost.json"
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -408,6 +414,58 @@ def sweep_lrs(cfg: DictConfig, methods: Sequence[Method], out: Path, cache: Opti
     return chosen
 
 
+def step_costs(cfg: DictConfig, methods: Sequence[Method], out: Path, cache: Optional[FeatureCache],
+               width: Optional[int], lrs: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Every stage's step cost, timed in turns in a process of its own (``compare_step_cost``), measured once and
+    kept in ``step_cost.json``; None without ``compare.step_cost``."""
+    spec = cfg.compare.get("step_cost")
+    if not spec:
+        return None
+    path = out / STEP_COST
+    if path.is_file():
+        return json.loads(path.read_text())
+    configs = {}
+    for method in methods:
+        for stage in method.stages:
+            job_dir = out / "step_cost" / method.name / stage.name
+            config = stage_config(cfg, methods, stage, job_dir, 0, lrs[method.name]["lr"], stage.steps, False, None,
+                                  width)
+            config.run.valid_splits, config.run.auto_resume = [], False
+            job_dir.mkdir(parents=True, exist_ok=True)
+            (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+            configs[f"{method.name}/{stage.name}"] = str(job_dir / "config.yaml")
+    steps, warmup = int(spec.get("steps", 10)), int(spec.get("warmup", 2))
+    logger.info("compare: timing %d steps of each of %s in turns (after %d untimed rounds)", steps, list(configs),
+                warmup)
+    vision = OmegaConf.to_container(cache.vision, resolve=True) if cache is not None else None
+    child = multiprocessing.get_context("spawn").Process(
+        target=_step_cost_process, name="compare-step-cost",
+        args=(configs, vision, str(cache.root) if cache else None, steps, warmup, str(path)))
+    child.start()
+    child.join()
+    if not path.is_file():
+        raise RuntimeError(f"compare.step_cost: the timing process ended with exit status {child.exitcode} and no "
+                           f"{path} (its error is printed above)")
+    return json.loads(path.read_text())
+
+
+def _step_cost_process(configs: dict[str, str], vision: Optional[dict], cache_root: Optional[str], steps: int,
+                       warmup: int, path: str) -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    cache = FeatureCache(OmegaConf.create(vision), Path(cache_root)) if vision is not None else None
+    try:
+        runners = {name: build_runner(Path(config), cache.wrap if cache is not None else None)
+                   for name, config in configs.items()}
+        if cache is not None:
+            cache.release()
+        seconds = time_in_turns(runners, steps, warmup)
+    finally:
+        shutdown_distributed()
+    result = {"steps": steps, "warmup": warmup, "machine": machine(),
+              "stages": {name: summarise(values) for name, values in seconds.items()}, "seconds": seconds}
+    atomic_write_text(Path(path), json.dumps(result, indent=2))
+
+
 def connector_macs(methods: Sequence[Method], batch: int) -> dict[str, dict[str, int]]:
     """Connector MACs per training sample of every stage (``lavis_evlgen.tools.flops``, at ``batch``)."""
     macs: dict[str, dict[str, int]] = {}
@@ -507,6 +565,7 @@ def compare(cfg: DictConfig, methods: Sequence[Method], config_name: str) -> dic
                 runs[m.name][seed] = train_method(cfg, methods, m, out / "runs" / m.name / f"seed{seed}", seed,
                                                   lrs[m.name]["lr"], int(compare_cfg.eval_every), True, cache,
                                                   width, deadline)
+        costs = step_costs(cfg, methods, out, cache, width, lrs)
     finally:
         if cache is not None:
             cache.release()
@@ -522,7 +581,8 @@ def compare(cfg: DictConfig, methods: Sequence[Method], config_name: str) -> dic
             "most_frequent_caption_val_cider": most_frequent_caption_cider(
                 out / "runs" / methods[0].name / f"seed{compare_cfg.seeds[0]}" / methods[0].stages[-1].name
                 / "config.yaml", compare_cfg.get("valid_split", "val"), out)}
-    result = compare_report.build(info, methods, lrs, runs, macs, paper_scale(compare_cfg.get("paper_scale"), out))
+    result = compare_report.build(info, methods, lrs, runs, macs, paper_scale(compare_cfg.get("paper_scale"), out),
+                                  costs)
     atomic_write_text(out / "comparison.json", json.dumps(result, indent=2))
     atomic_write_text(out / "comparison.md", compare_report.markdown(result))
     compare_report.plot(result, out / "cider_vs_time.png")

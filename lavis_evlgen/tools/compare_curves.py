@@ -75,15 +75,21 @@ def choose_lr(final_cider: dict[float, float]) -> float:
     return min(final_cider, key=lambda lr: (-final_cider[lr], lr))
 
 
+def per_stage_sum(steps: int, stage_steps: Sequence[tuple[int, float]]) -> float:
+    """The cost of a method's first ``steps`` steps; ``stage_steps``: (steps, cost of one step) of each stage in
+    order, so a step counts at the cost of the stage it falls in (integer costs sum exactly)."""
+    total, left = 0, steps
+    for count, cost in stage_steps:
+        taken = min(count, left)
+        total += taken * cost
+        left -= taken
+    return total
+
+
 def connector_macs_to(steps: int, stage_steps: Sequence[tuple[int, int]], global_batch: int) -> int:
     """Forward connector MACs of a method's first ``steps`` steps; ``stage_steps``: (steps, MACs per sample)
     of each stage in order."""
-    total, left = 0, steps
-    for count, macs in stage_steps:
-        taken = min(count, left)
-        total += taken * macs * global_batch
-        left -= taken
-    return total
+    return int(per_stage_sum(steps, [(count, macs * global_batch) for count, macs in stage_steps]))
 
 
 def summary_row(points_by_seed: dict[int, Sequence[Point]], target: float) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 CIDEr is shown x 100. Times are training seconds (optimizer steps only, validation excluded, summed
 over a method's stages); MACs are forward connector MACs (``lavis_evlgen.tools.flops``) per sample x
-batch x steps, over the stages run so far.
+batch x steps, over the stages run so far. With step costs timed in turns (``compare_step_cost``), every
+time to a target is also given at those costs: the steps spent in each stage times that stage's median step.
 """
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ import itertools
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-from lavis_evlgen.tools.compare_curves import Point, Spread, connector_macs_to, differs, spread, summary_row
+from lavis_evlgen.tools.compare_curves import (
+    Point,
+    Spread,
+    connector_macs_to,
+    differs,
+    per_stage_sum,
+    spread,
+    summary_row,
+)
 from lavis_evlgen.tools.compare_plan import Method
 from lavis_evlgen.tools.flops import format_macs
 
@@ -21,6 +30,8 @@ from lavis_evlgen.tools.flops import format_macs
 VERDICTS = (("final val CIDEr", "final_val_cider", 100), ("test CIDEr", "test_cider", 100),
             ("steps to the reference's final val CIDEr", "steps_spread", 1),
             ("training seconds to the reference's final val CIDEr", "train_seconds_spread", 1))
+STEP_COST_VERDICT = ("seconds to the reference's final val CIDEr at the step costs timed in turns",
+                     "cost_seconds_spread", 1)
 DIFFERENCE_RULE = ("a difference is called only when it exceeds the sum of the two methods' standard deviations "
                    "over seeds")
 
@@ -45,32 +56,51 @@ def _method_summary(method: Method, lr: dict[str, Any], runs: dict[int, dict[str
     }
 
 
+def _stage_costs(method: Method, step_cost: Optional[dict[str, Any]]) -> Optional[list[tuple[int, float]]]:
+    """(steps, median seconds a step) of each of the method's stages, where step costs were timed."""
+    if not step_cost:
+        return None
+    return [(st.steps, step_cost["stages"][f"{method.name}/{st.name}"]["median"]) for st in method.stages]
+
+
 def _to_target(method: Method, runs: dict[int, dict[str, Any]], macs: dict[str, int], batch: int,
-               target: float) -> dict[str, Any]:
+               target: float, step_cost: Optional[dict[str, Any]]) -> dict[str, Any]:
     curves = {seed: [Point(**p) for p in run["points"]] for seed, run in runs.items()}
     row = summary_row(curves, target)
     stage_steps = [(st.steps, macs[st.name]) for st in method.stages]
     row["connector_macs"] = {seed: connector_macs_to(steps, stage_steps, batch) if steps is not None else None
                              for seed, steps in row["steps"].items()}
     row["connector_macs_spread"] = spread(list(row["connector_macs"].values()))
+    costs = _stage_costs(method, step_cost)
+    if costs is not None:
+        row["cost_seconds"] = {seed: per_stage_sum(steps, costs) if steps is not None else None
+                               for seed, steps in row["steps"].items()}
+        row["cost_seconds_spread"] = spread(list(row["cost_seconds"].values()))
     return {key: asdict(value) if hasattr(value, "__dataclass_fields__") else value for key, value in row.items()}
 
 
 def build(info: dict[str, Any], methods: Sequence[Method], lrs: dict[str, Any], runs: dict[str, dict[int, Any]],
-          macs: dict[str, dict[str, int]], paper: dict[str, Any]) -> dict[str, Any]:
-    """The whole report as JSON-ready data."""
+          macs: dict[str, dict[str, int]], paper: dict[str, Any],
+          step_cost: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The whole report as JSON-ready data; ``step_cost``: ``compare.step_cost``'s timing, if any."""
     summaries = {m.name: _method_summary(m, lrs[m.name], runs[m.name], macs[m.name], info["test_split"])
                  for m in methods}
+    for m in methods:
+        costs = _stage_costs(m, step_cost)
+        if costs is not None:
+            summaries[m.name]["budget_seconds_at_step_cost"] = per_stage_sum(sum(n for n, _ in costs), costs)
     targets = {"reference": summaries[info["reference"]]["final_val_cider"]["mean"]}
     if info.get("target_cider") is not None:
         targets["fixed"] = float(info["target_cider"])
     for m in methods:
-        summaries[m.name]["to_target"] = {name: _to_target(m, runs[m.name], macs[m.name], info["batch_size"], value)
+        summaries[m.name]["to_target"] = {name: _to_target(m, runs[m.name], macs[m.name], info["batch_size"], value,
+                                                           step_cost)
                                           for name, value in targets.items()}
+    checks = VERDICTS + ((STEP_COST_VERDICT,) if step_cost else ())
     verdicts = [_verdict(summaries, a, b, what, key, scale) for a, b in itertools.combinations(summaries, 2)
-                for what, key, scale in VERDICTS]
+                for what, key, scale in checks]
     return {**info, "targets": targets, "methods": summaries, "verdicts": verdicts, "difference_rule": DIFFERENCE_RULE,
-            "paper_scale": paper}
+            "paper_scale": paper, "step_cost": step_cost}
 
 
 def _verdict(summaries: dict[str, Any], a: str, b: str, what: str, key: str, scale: int) -> dict[str, Any]:
@@ -149,14 +179,20 @@ def markdown(result: dict[str, Any]) -> str:
     if floor is not None:
         lines += ["", "For scale: the most frequent training caption given to every val image scores "
                   f"{floor * 100:.1f}."]
+    cost = result.get("step_cost")
+    if cost:
+        lines += _step_cost_lines(result, cost)
     for name, target in result["targets"].items():
         what = (f"the final val CIDEr of `{result['reference']}`" if name == "reference" else "a fixed target")
         lines += ["", f"## Time to val CIDEr {target * 100:.1f} ({what})", "",
-                  "| method | steps | training time (s) | connector MACs |", "|---|---|---|---|"]
+                  "| method | steps | training time (s) | connector MACs |"
+                  + (" time at the step costs (s) |" if cost else ""),
+                  "|---|---|---|---|" + ("---|" if cost else "")]
         for s in result["methods"].values():
             row = s["to_target"][name]
             lines.append(f"| {s['label']} | {_seconds(row['steps_spread'])} | "
-                         f"{_seconds(row['train_seconds_spread'])} | {_macs(row['connector_macs_spread'])} |")
+                         f"{_seconds(row['train_seconds_spread'])} | {_macs(row['connector_macs_spread'])} |"
+                         + (f" {_seconds(row['cost_seconds_spread'])} |" if cost else ""))
     lines += ["", "## Differences between methods", "", f"Rule: {result['difference_rule']}.", ""]
     for v in result["verdicts"]:
         a, b = (result["methods"][v[k]]["label"] for k in ("method", "other"))
@@ -173,6 +209,22 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {label} | {configs} | {sched['connector_macs_forward'] / 1e18:.2f} x 10^18 | "
                          f"{sched['ratio_to_first']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _step_cost_lines(result: dict[str, Any], cost: dict[str, Any]) -> list[str]:
+    machine = cost["machine"]
+    where = machine["gpu"] or machine.get("cpu") or machine["processor"]
+    lines = ["", "## Step cost, timed in turns in one process", "",
+             f"Every stage's `runner.train_step`, the stages taking turns step by step ({cost['steps']} timed rounds "
+             f"after {cost['warmup']} untimed; {where}), so a slow spell of the machine slows them alike.",
+             "", "| method | stage | s / step, median (quartiles) | steps in the budget | budget at this cost (s) |",
+             "|---|---|---|---|---|"]
+    for name, s in result["methods"].items():
+        for st in s["stages"]:
+            c = cost["stages"][f"{name}/{st['name']}"]
+            lines.append(f"| {s['label']} | {st['name']} | {c['median']:.3f} ({c['q1']:.3f}-{c['q3']:.3f}) | "
+                         f"{st['steps']} | {st['steps'] * c['median']:.0f} |")
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

@@ -22,7 +22,8 @@ def tiny_options(tmp_path):
     return ["compare.model_type=tiny", "compare.vision={}", "compare.steps=4", "compare.eval_every=2",
             "compare.seeds=[1,2]", "methods.blip2_stage2_only=null",  # a single stage like EVLGen's: left out
             "compare.sweep.lrs=[1.0e-4,3.0e-4]", "compare.sweep.steps=2", "methods.blip2_two_stage.lr=1.0e-4",
-            "compare.target_cider=0.0", "compare.paper_scale=null",
+            "compare.target_cider=0.0", "compare.paper_scale=null", "compare.step_cost.steps=2",
+            "compare.step_cost.warmup=0",
             f"compare.output_dir={tmp_path / 'out'}", f"datasets.shapes_caption.build_info.root={tmp_path / 'data'}",
             f"{gen}.n_train=12", f"{gen}.n_val=2", f"{gen}.n_test=3", f"{gen}.image_size=64",
             "run.batch_size_train=4", "run.max_len=4", "run.min_len=1"]
@@ -85,21 +86,31 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capfd):
     table = (out / "comparison.md").read_text()
     assert "## Time to val CIDEr 0.0 (a fixed target)" in table and "## Differences between methods" in table
     # Every pair of methods is compared on quality and on steps and seconds to the reference's quality.
-    assert [(v["method"], v["other"]) for v in report["verdicts"]] == [("evlgen", "blip2_two_stage")] * 4
+    assert [(v["method"], v["other"]) for v in report["verdicts"]] == [("evlgen", "blip2_two_stage")] * 5
     steps = next(v for v in report["verdicts"] if v["what"].startswith("steps"))
     assert (steps["method_mean"], steps["other_mean"]) == (
         methods["evlgen"]["to_target"]["reference"]["steps_spread"]["mean"],
         methods["blip2_two_stage"]["to_target"]["reference"]["steps_spread"]["mean"])
-    assert [v["scale"] for v in report["verdicts"]] == [100, 100, 1, 1]  # CIDEr x100, steps and seconds as they are
+    assert [v["scale"] for v in report["verdicts"]] == [100, 100, 1, 1, 1]  # CIDEr x100, steps and seconds as they are
     steps_line = next(line for line in table.splitlines() if "steps to the reference" in line)
     assert (f"({compare_report._mean_text(steps['method_mean'], 1)} vs "
             f"{compare_report._mean_text(steps['other_mean'], 1)})") in steps_line
+    # Every stage's step timed in turns; times to a target re-read at those costs, stage by stage.
+    costs = report["step_cost"]["stages"]
+    assert set(costs) == {"evlgen/caption", "blip2_two_stage/stage1", "blip2_two_stage/stage2"}
+    assert all(c["steps"] == 2 and c["median"] > 0 for c in costs.values())
+    assert len(report["step_cost"]["seconds"]["evlgen/caption"]) == 2
+    assert methods["blip2_two_stage"]["to_target"]["fixed"]["cost_seconds"]["1"] == pytest.approx(
+        3 * costs["blip2_two_stage/stage1"]["median"] + 1 * costs["blip2_two_stage/stage2"]["median"])
+    assert methods["evlgen"]["budget_seconds_at_step_cost"] == pytest.approx(4 * costs["evlgen/caption"]["median"])
+    assert "## Step cost, timed in turns in one process" in table and "time at the step costs (s)" in table
     assert (out / "cider_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [c["seconds"] is not None for c in report["commands"]] == [True, True]
 
     # Rerunning a finished comparison trains nothing: every run's result is kept as it was.
     results = sorted(out.rglob("result.json"))
     assert len(results) == 2 * 1 + 2 * 3  # sweep: EVLGen at 2 lrs; runs: 2 seeds x (1 + 2 stages)
+    results.append(out / "step_cost.json")  # timed once
     stamps = [p.stat().st_mtime_ns for p in results]
     # Seed-major: every method under seed 1 finished before any run under seed 2 began.
     runs = out / "runs"
@@ -109,7 +120,7 @@ def test_compare_tiny_stops_resumes_and_reports(tmp_path, capfd):
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert len(json.loads((out / "comparison.json").read_text())["commands"]) == 3
     # Every run names the CPU it trained on, and a comparison continued on another CPU says so.
-    assert {json.loads(p.read_text())["cpu"] for p in results} == {compare.cpu_model()}
+    assert {json.loads(p.read_text())["cpu"] for p in results[:-1]} == {compare.cpu_model()}
     ledger = json.loads((out / "commands.json").read_text())
     ledger[0]["machine"]["cpu"] = "Another CPU (family 1, model 1)"
     (out / "commands.json").write_text(json.dumps(ledger))

@@ -15,6 +15,7 @@ from lavis_evlgen.tools.compare_curves import (
     connector_macs_to,
     differs,
     first_reach,
+    per_stage_sum,
     spread,
     summary_row,
 )
@@ -74,6 +75,13 @@ def test_connector_macs_count_each_stage_up_to_the_point():
     assert connector_macs_to(100, stages, global_batch=2) == 100 * 40 * 2
     assert connector_macs_to(300, stages, global_batch=2) == (250 * 40 + 50 * 6) * 2
     assert connector_macs_to(10_000, stages, global_batch=1) == 250 * 40 + 80 * 6
+
+
+def test_time_at_step_costs_counts_each_step_at_its_stages_cost():
+    stages = [(455, 1.25), (145, 0.75)]  # steps, seconds a step (stage 1, stage 2)
+    assert per_stage_sum(400, stages) == pytest.approx(400 * 1.25)
+    assert per_stage_sum(500, stages) == pytest.approx(455 * 1.25 + 45 * 0.75)
+    assert per_stage_sum(600, [(600, 0.9)]) == pytest.approx(540.0)
 
 
 def test_plan_comes_from_the_config_with_blip2s_proportion():
