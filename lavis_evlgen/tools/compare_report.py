@@ -229,19 +229,46 @@ def _step_cost_lines(result: dict[str, Any], cost: dict[str, Any]) -> list[str]:
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     """Val CIDEr against training time, one line per method (colour) and seed (line style); targets dashed, the
-    most frequent caption's score dotted."""
+    most frequent caption's score dotted. With step costs timed in turns, a second panel puts every point at its
+    time at those costs, which the machine's drift during training does not move."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
+    cost = result.get("step_cost")
+    panels = [("training time (s, validation excluded)", "as trained", None)]
+    if cost:
+        panels.append(("time at the step costs timed in turns (s)", "at the step costs", cost))
+    fig, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 5), squeeze=False)
+    for ax, (xlabel, title, timing) in zip(axes[0], panels):
+        _plot_panel(ax, result, timing)
+        ax.set(xlabel=xlabel, ylabel=f"val CIDEr x 100 ({result['valid_split']})",
+               title=f"Val CIDEr against training time, {title}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def point_seconds(name: str, summary: dict[str, Any], points: Sequence[dict[str, Any]],
+                  cost: Optional[dict[str, Any]]) -> list[float]:
+    """Each validation point's training seconds, or with ``cost`` (``step_cost.json``) its steps at the step costs
+    of the stages they fell in (``summary``: the report's entry of method ``name``)."""
+    if not cost:
+        return [p["train_seconds"] for p in points]
+    stage_costs = [(st["steps"], cost["stages"][f"{name}/{st['name']}"]["median"]) for st in summary["stages"]]
+    return [per_stage_sum(p["steps"], stage_costs) for p in points]
+
+
+def _plot_panel(ax: Any, result: dict[str, Any], cost: Optional[dict[str, Any]]) -> None:
+    """One panel of ``plot``: x is each point's training seconds, or with ``cost`` its steps at the step costs."""
     styles = ["-", "--", ":", "-."]
-    for i, summary in enumerate(result["methods"].values()):
-        colour = f"C{i}"
+    for i, (name, summary) in enumerate(result["methods"].items()):
         for j, (seed, run) in enumerate(summary["runs"].items()):
             points = run["points"]
-            ax.plot([p["train_seconds"] for p in points], [p["cider"] * 100 for p in points], color=colour,
+            ax.plot(point_seconds(name, summary, points, cost), [p["cider"] * 100 for p in points], color=f"C{i}",
                     linestyle=styles[j % len(styles)], marker="o", markersize=3,
                     label=f"{summary['label']}, seed {seed}")
     lines = {f"target: {name}": (value, "--") for name, value in result["targets"].items()}
@@ -250,12 +277,5 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     for text, (value, style) in lines.items():
         ax.axhline(value * 100, color="grey", linestyle=style, linewidth=1)
         ax.text(0.01, value * 100, text, transform=ax.get_yaxis_transform(), fontsize=7, color="grey", va="bottom")
-    ax.set(xlabel="training time (s, validation excluded)", ylabel=f"val CIDEr x 100 ({result['valid_split']})",
-           title="Val CIDEr against training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -173,3 +173,11 @@ def test_means_in_verdicts_are_shown_at_their_scale():
     assert compare_report._mean_text(0.7994, 100) == "79.9"
     assert compare_report._mean_text(216.7, 1) == "217"
     assert compare_report._mean_text(float("nan"), 100) == "not reached"
+
+
+def test_points_are_placed_at_their_stages_step_costs():
+    summary = {"stages": [{"name": "stage1", "steps": 3}, {"name": "stage2", "steps": 2}]}
+    points = [{"steps": 4, "train_seconds": 9.0}, {"steps": 5, "train_seconds": 11.0}]
+    cost = {"stages": {"m/stage1": {"median": 2.0}, "m/stage2": {"median": 0.5}}}
+    assert compare_report.point_seconds("m", summary, points, None) == [9.0, 11.0]
+    assert compare_report.point_seconds("m", summary, points, cost) == [6.5, 7.0]
