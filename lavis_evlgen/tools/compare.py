@@ -58,10 +58,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.atomic import atomic_write_text
-from lavis_evlgen.common.checkpoint import seed_all
 from lavis_evlgen.common.cli_config import add_config_arguments, load_config, model_section, model_type_config
 from lavis_evlgen.common.config_check import ConfigError, check_config
-from lavis_evlgen.common.distributed import init_distributed, shutdown_distributed
+from lavis_evlgen.common.distributed import shutdown_distributed
 from lavis_evlgen.datasets.feature_cache import CachedFeaturesDataset, cache_features
 from lavis_evlgen.datasets.generate.shapes_caption import most_frequent_caption
 from lavis_evlgen.embedded import prepare_embedded
@@ -72,7 +71,7 @@ from lavis_evlgen.runners.runner_evlgen import RunnerEvlgen
 from lavis_evlgen.tools import compare_report
 from lavis_evlgen.tools.compare_curves import Point, choose_lr
 from lavis_evlgen.tools.compare_plan import Method, Stage, build_methods, check_plan
-from lavis_evlgen.tools.compare_step_cost import build_runner, summarise, time_in_turns
+from lavis_evlgen.tools.compare_step_cost import build_runner, ready_to_step, summarise, time_in_turns
 from lavis_evlgen.tools.flops import build_shape_model, count_stage, declared, report
 from lavis_evlgen.tools.quickstart import grounding, references, subset_scores
 
@@ -353,15 +352,8 @@ def _run_process(config_path: str, job_dir: str, vision: Optional[dict], cache_r
 
 
 def _train(path: Path, job_dir: Path, cache: Optional[FeatureCache], deadline: Optional[float], stop: Any) -> None:
-    cfg = Config(argparse.Namespace(cfg_path=str(path), options=[]))
-    init_distributed(cfg.run_cfg)
-    seed_all(int(cfg.run_cfg.seed))
-    task = setup_task(cfg)
-    datasets = task.build_datasets(cfg)
-    if cache is not None:
-        datasets = cache.wrap(datasets)
-    runner = RecordingRunner(cfg=cfg, job_id=job_dir.name, task=task, model=task.build_model(cfg), datasets=datasets,
-                             deadline=deadline, stop_request=stop)
+    runner = build_runner(path, cache.wrap if cache is not None else None, RecordingRunner, deadline=deadline,
+                          stop_request=stop)
     runner.train()
     result = {"steps": runner.iteration, "train_seconds": runner.train_seconds, "wall_seconds": runner.wall_seconds,
               "trainable_params": runner.unwrap_dist_model(runner.model).trainable_parameters(),
@@ -454,7 +446,7 @@ def _step_cost_process(configs: dict[str, str], vision: Optional[dict], cache_ro
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     cache = FeatureCache(OmegaConf.create(vision), Path(cache_root)) if vision is not None else None
     try:
-        runners = {name: build_runner(Path(config), cache.wrap if cache is not None else None)
+        runners = {name: ready_to_step(build_runner(Path(config), cache.wrap if cache is not None else None))
                    for name, config in configs.items()}
         if cache is not None:
             cache.release()

@@ -25,9 +25,10 @@ from lavis_evlgen.common.distributed import init_distributed
 from lavis_evlgen.runners.runner_evlgen import RunnerEvlgen, close_log_file
 
 
-def build_runner(config_path: Path, wrap: Optional[Callable[[dict], dict]] = None) -> RunnerEvlgen:
-    """The runner of one run config, ready to step: optimizer, schedule and loader built, model in train mode.
-    ``wrap`` replaces the datasets (the comparison's cached ViT features)."""
+def build_runner(config_path: Path, wrap: Optional[Callable[[dict], dict]] = None,
+                 runner_class: type[RunnerEvlgen] = RunnerEvlgen, **runner_args: Any) -> RunnerEvlgen:
+    """The runner of one run config (``runner_class``, given ``runner_args``), seeded, with its datasets built;
+    ``wrap`` replaces the datasets (the comparison's cached ViT features). Training and step timing both use it."""
     cfg = Config(argparse.Namespace(cfg_path=str(config_path), options=[]))
     init_distributed(cfg.run_cfg)
     seed_all(int(cfg.run_cfg.seed))
@@ -35,8 +36,12 @@ def build_runner(config_path: Path, wrap: Optional[Callable[[dict], dict]] = Non
     datasets = task.build_datasets(cfg)
     if wrap is not None:
         datasets = wrap(datasets)
-    runner = RunnerEvlgen(cfg=cfg, job_id=Path(config_path).parent.name, task=task, model=task.build_model(cfg),
-                          datasets=datasets)
+    return runner_class(cfg=cfg, job_id=Path(config_path).parent.name, task=task, model=task.build_model(cfg),
+                        datasets=datasets, **runner_args)
+
+
+def ready_to_step(runner: RunnerEvlgen) -> RunnerEvlgen:
+    """``runner`` with its optimizer, schedule and loader built and its model in train mode."""
     _ = runner.optimizer, runner.lr_scheduler, runner.train_loader
     runner.model.train()
     return runner
