@@ -62,7 +62,8 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     ``model.tomeformer.dropout`` (optional) sets the hidden and attention dropout of every layer, replacing
     the BERT config's (0.1 for BERT and MiniLM). Off unless set (see ``TomeFormer``): ``threshold`` (number or
     per-layer list, r becomes each layer's cap), ``tokens`` (final token count instead of r), ``random_tokens``
-    ([low, high] drawn per training step), ``condition`` (question-conditioned merging; needs ``bert``),
+    ([low, high] drawn per training step; needs ``tokens``, the count evaluation merges to), ``condition``
+    (question-conditioned merging; needs ``bert``),
     ``mean_tokens`` (thresholds tracked in training for that mean final count; ``cap_factor`` and
     ``threshold_momentum`` tune it).
     """
@@ -78,6 +79,10 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
         threshold=_plain(cfg.get("threshold")), tokens=tokens, random_tokens=_plain(cfg.get("random_tokens")),
         condition=condition, mean_tokens=mean_tokens, **tracking,
     )
+    if options["random_tokens"] is not None and tokens is None:
+        raise ConfigError("model.tomeformer.random_tokens needs model.tomeformer.tokens, the final count validation "
+                          "and test merge to: training draws its counts with r_for_tokens' schedules, so a per-layer "
+                          "r would evaluate a schedule the connector never trained on")
     if condition and not cfg.get("bert"):
         raise ConfigError("model.tomeformer.condition needs model.tomeformer.bert (its word embeddings and tokenizer)")
     try:

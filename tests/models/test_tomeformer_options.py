@@ -410,8 +410,9 @@ def _cfg(**keys):
 def test_build_tomeformer_reads_the_new_keys():
     from lavis_evlgen.models.evlgen import build_tomeformer
 
-    model = build_tomeformer(_cfg(threshold=[0.9] * 12, random_tokens=[9, 45]))
+    model = build_tomeformer(_cfg(threshold=[0.9] * 12, tokens=29, random_tokens=[9, 45]))
     assert model.thresholds == [0.9] * 12 and model.random_tokens == (9, 45) and not model.condition
+    assert model.target_tokens == 29                                       # what evaluation merges to
     assert build_tomeformer(_cfg(tokens=17)).target_tokens == 17         # tokens replaces r
     default = build_tomeformer(_cfg())
     assert default.thresholds is None and default.random_tokens is None and default.target_tokens is None
@@ -423,7 +424,8 @@ def test_build_tomeformer_reads_the_new_keys():
 
 
 @pytest.mark.parametrize("keys,match", [(dict(threshold=[0.9, 0.8]), "model.tomeformer: threshold"),
-                                        (dict(random_tokens=[5]), "model.tomeformer: random_tokens"),
+                                        (dict(tokens=17, random_tokens=[5]), "model.tomeformer: random_tokens"),
+                                        (dict(random_tokens=[9, 45]), "random_tokens needs model.tomeformer.tokens"),
                                         (dict(tokens="many"), "model.tomeformer: tokens"),
                                         (dict(mean_tokens=0), "model.tomeformer: mean_tokens"),
                                         (dict(mean_tokens=20, cap_factor="x"), "model.tomeformer.cap_factor"),
