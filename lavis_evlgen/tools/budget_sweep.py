@@ -26,7 +26,7 @@ import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.checkpoint import load_checkpoint, load_trainable_state_dict
 from lavis_evlgen.common.cli_config import add_config_arguments, load_config
 from lavis_evlgen.tasks.captioning import EvlgenCaptionTask
-from lavis_evlgen.tools.quickstart import caption_all, grounding, subset_scores
+from lavis_evlgen.tools.quickstart import build_model, caption_all, grounding, subset_scores
 from lavis_evlgen.tools.tokens_by_shapes import DATASET, cached
 
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--cfg-path: budget_sweep scores the generated shapes; the config has no '{DATASET}' dataset")
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint: no file at {args.checkpoint}")
-    model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg).eval()
+    model = build_model(cfg)
     load_trainable_state_dict(model, load_checkpoint(args.checkpoint)["model"], args.checkpoint)
     test = cached(model, cfg.model_cfg, registry.get_builder_class(DATASET)(cfg.datasets_cfg[DATASET])
                   .build_datasets()["test"])
