@@ -1,8 +1,10 @@
 """caption_loss equals transformers' own labels= loss, for the Llama and OPT decoders."""
 import pytest
 import torch
+from torch.nn import functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
+from lavis_evlgen.models import caption_loss as caption_loss_module
 from lavis_evlgen.models.caption_loss import caption_loss
 
 
@@ -42,3 +44,24 @@ def test_targets_need_a_prefix():
     llm = _llama()
     with pytest.raises(ValueError, match="5 target positions need a longer input"):
         caption_loss(llm, torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.long), torch.zeros(1, 5).long())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_matches_cross_entropy(monkeypatch, dtype):
+    """Several chunks and a short last one (7 rows of 50 words, 2 rows a chunk) give F.cross_entropy's loss
+    and, in the logits' dtype, its gradient."""
+    monkeypatch.setattr(caption_loss_module, "CHUNK_ELEMENTS", 100)
+    assert caption_loss_module.rows_per_chunk(50) == 2
+    torch.manual_seed(0)
+    logits = (torch.randn(7, 50) * 4).to(dtype).requires_grad_()
+    targets = torch.randint(0, 50, (7,))
+
+    expected = F.cross_entropy(logits.float(), targets)
+    (grad_expected,) = torch.autograd.grad(expected * 3.0, logits)
+    got = caption_loss_module.ChunkedCrossEntropy.apply(logits, targets)
+    (grad_got,) = torch.autograd.grad(got * 3.0, logits)
+
+    assert got.dtype == torch.float32 and grad_got.dtype == dtype
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad_got, grad_expected)
+
