@@ -65,3 +65,14 @@ def test_chunked_cross_entropy_matches_cross_entropy(monkeypatch, dtype):
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(grad_got, grad_expected)
 
+
+def test_chunked_cross_entropy_leaves_fp32_logits_unchanged_for_a_second_backward():
+    logits = torch.randn(5, 30, requires_grad=True)
+    targets = torch.randint(0, 30, (5,))
+    scores = logits * 1.0  # a non-leaf, as the head's output is
+    before = scores.detach().clone()
+    loss = caption_loss_module.ChunkedCrossEntropy.apply(scores, targets)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(scores.detach(), before)
+    assert torch.equal(first, second)
