@@ -63,7 +63,7 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     the BERT config's (0.1 for BERT and MiniLM). Off unless set (see ``TomeFormer``): ``threshold`` (number or
     per-layer list, r becomes each layer's cap), ``tokens`` (final token count instead of r), ``random_tokens``
     ([low, high] drawn per training step; needs ``tokens``, the count evaluation merges to), ``condition``
-    (question-conditioned merging; needs ``bert``),
+    (question-conditioned merging; needs ``bert``), ``registers`` (that many learnable never-merged tokens),
     ``mean_tokens`` (thresholds tracked in training for that mean final count; ``cap_factor`` and
     ``threshold_momentum`` tune it).
     """
@@ -77,7 +77,7 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
         merge_mode=cfg.get("merge_mode", "mean"),
         proportional_attention=cfg.get("proportional_attention", False),
         threshold=_plain(cfg.get("threshold")), tokens=tokens, random_tokens=_plain(cfg.get("random_tokens")),
-        condition=condition, mean_tokens=mean_tokens, **tracking,
+        condition=condition, mean_tokens=mean_tokens, registers=cfg.get("registers", 0), **tracking,
     )
     if options["random_tokens"] is not None and tokens is None:
         raise ConfigError("model.tomeformer.random_tokens needs model.tomeformer.tokens, the final count validation "

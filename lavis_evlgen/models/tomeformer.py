@@ -34,6 +34,9 @@ Beyond the paper (each off by default; off, the arithmetic is the paper's):
   idea for a merging connector) so that one checkpoint serves any count in it at inference
   (``set_merge_schedule``).
 * ``condition``: question-conditioned merging (see ``forward``).
+* ``registers``: learnable tokens that join every layer's attention and MLP, are never merged and never reach
+  the LLM: register tokens (Darcet et al., 2024, "Vision Transformers Need Registers") for a merging connector,
+  a place for global content that merging would otherwise have to keep in the visual tokens.
 """
 from __future__ import annotations
 
@@ -101,13 +104,17 @@ class VisualEmbeddings(nn.Module):
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         """BERT's embedding of text as a second segment: word + position (from 0) + token type 1 (0 when
         the checkpoint has one type), LayerNorm, dropout. input_ids [B, L] -> [B, L, H]."""
-        length = input_ids.shape[1]
+        return self.second_segment(self.word_embeddings(input_ids), "condition")
+
+    def second_segment(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """Token vectors x [B, L, H] (in place of word embeddings) embedded as a second segment: + position
+        (from 0) + token type 1 (0 when the checkpoint has one type), LayerNorm, dropout."""
+        length = x.shape[1]
         if length > self.position_embeddings.num_embeddings:
-            raise ValueError(f"{length} condition tokens exceed the BERT max_position_embeddings "
+            raise ValueError(f"{length} {what} tokens exceed the BERT max_position_embeddings "
                              f"({self.position_embeddings.num_embeddings})")
         token_type = self.token_type_embeddings.weight[min(1, self.token_type_embeddings.num_embeddings - 1)]
-        x = self.word_embeddings(input_ids) + token_type + self.position_embeddings.weight[:length]
-        return self.dropout(self.LayerNorm(x))
+        return self.dropout(self.LayerNorm(x + token_type + self.position_embeddings.weight[:length]))
 
 
 class TomeFormer(nn.Module):
@@ -123,14 +130,17 @@ class TomeFormer(nn.Module):
     each forward draws its final count uniformly from [low, high] with torch's global generator, so runs
     repeat from the seed); condition (keep BERT's word embeddings, frozen, to embed question tokens);
     mean_tokens (tracked thresholds for that mean final count, caps ``cap_factor`` times the fixed schedule's r,
-    running average with ``threshold_momentum``; in evaluation before any training step, the fixed schedule).
+    running average with ``threshold_momentum``; in evaluation before any training step, the fixed schedule);
+    registers (that many learnable tokens, ``registers`` [R, H] drawn as BERT draws its weights, embedded as a
+    second segment; never merged, not returned).
     """
 
     def __init__(self, bert: BertModel, r: int | list[int] | tuple[int, float], class_token: bool = True,
                  merge_mode: str = "mean", proportional_attention: bool = False,
                  threshold: float | list[float | None] | None = None, tokens: int | None = None,
                  random_tokens: tuple[int, int] | list[int] | None = None, condition: bool = False,
-                 mean_tokens: int | None = None, cap_factor: float = 2.0, threshold_momentum: float = 0.05):
+                 mean_tokens: int | None = None, cap_factor: float = 2.0, threshold_momentum: float = 0.05,
+                 registers: int = 0):
         super().__init__()
         _check_config(bert.config)
         if merge_mode not in MERGE_MODES:
@@ -143,6 +153,12 @@ class TomeFormer(nn.Module):
         self.proportional_attention = proportional_attention
         self.condition = condition
         self.tokenizer = None
+        if isinstance(registers, bool) or not isinstance(registers, int) or registers < 0:
+            raise ValueError(f"registers must be a non-negative int, got {registers!r}")
+        self.registers = None
+        if registers:
+            self.registers = nn.Parameter(torch.empty(registers, self.config.hidden_size))
+            nn.init.normal_(self.registers, std=self.config.initializer_range)
         if cap_factor < 1:
             raise ValueError(f"cap_factor must be at least 1, got {cap_factor}")
         if not 0 < threshold_momentum <= 1:
@@ -276,6 +292,8 @@ class TomeFormer(nn.Module):
         attention to the text and drops the low scorers outright (it sits in a fused encoder whose text
         stream is kept; here the LLM sees only the merged visual tokens, so merging keeps their content
         rather than discarding it).
+
+        Register tokens (``registers``) take the same path as question tokens, before them when both are on.
         """
         batch, num_tokens, hidden = x.shape
         if hidden != self.config.hidden_size:
@@ -286,7 +304,7 @@ class TomeFormer(nn.Module):
                 raise ValueError(f"attention_mask must have shape {(batch, num_tokens)}, "
                                  f"got {tuple(attention_mask.shape)}")
             mask = attention_mask.bool()
-        text, text_mask = self._embed_condition(condition, condition_mask, batch)
+        text, text_mask = self._with_registers(*self._embed_condition(condition, condition_mask, batch), batch)
         x = self.embeddings(x)
         size = x.new_ones(batch, num_tokens, 1)
         source = torch.eye(num_tokens, dtype=x.dtype, device=x.device).expand(batch, num_tokens, num_tokens)
@@ -383,6 +401,17 @@ class TomeFormer(nn.Module):
             raise ValueError(f"condition_mask must have shape {tuple(condition.shape)}, "
                              f"got {tuple(condition_mask.shape)}")
         return self.embeddings.embed_text(condition.long()), condition_mask.bool()
+
+    def _with_registers(self, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+                        batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The register tokens [B, R, H] (mask all true) before the question tokens, if any; unchanged without."""
+        if self.registers is None:
+            return text, text_mask
+        registers = self.embeddings.second_segment(self.registers.expand(batch, -1, -1), "register")
+        mask = torch.ones(registers.shape[:2], dtype=torch.bool, device=registers.device)
+        if text is None:
+            return registers, mask
+        return torch.cat([registers, text], dim=1), torch.cat([mask, text_mask], dim=1)
 
     def _joint_attention(self, layer: BertLayer, x: torch.Tensor, mask: torch.Tensor | None, size: torch.Tensor,
                          text: torch.Tensor,

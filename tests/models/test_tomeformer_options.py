@@ -1,5 +1,5 @@
-"""TomeFormer options beyond the paper: threshold merging, token-count schedules, random budgets and
-question-conditioned merging; and the default path, which must stay the paper's arithmetic."""
+"""TomeFormer options beyond the paper: threshold merging, token-count schedules, random budgets,
+question-conditioned merging and register tokens; and the default path, which must stay the paper's arithmetic."""
 import math
 from pathlib import Path
 
@@ -402,6 +402,56 @@ def test_condition_gradients_and_errors():
         model(x, condition=inputs["condition"], condition_mask=inputs["condition_mask"][:, :2])
 
 
+# ---------------------------------------------------------------- register tokens
+def test_registers_take_the_conditioned_path_with_learnt_vectors_in_place_of_word_embeddings():
+    """Register vectors set to the word embeddings of [CLS] [SEP] give what the empty condition gives."""
+    condition = conditioned()
+    torch.manual_seed(0)
+    registers = TomeFormer.from_pretrained(minilm_path(), r=8, registers=2).eval()
+    ids = condition.condition_inputs([""], torch.device("cpu"))["condition"]
+    assert ids.tolist() == [[condition.tokenizer.cls_token_id, condition.tokenizer.sep_token_id]]
+    with torch.no_grad():
+        registers.registers.copy_(condition.embeddings.word_embeddings(ids[0]))
+        x = torch.randn(3, 65, 384)
+        expected = condition(x, **condition.condition_inputs([""] * 3, torch.device("cpu")))
+        out = registers(x)
+        plain = TomeFormer.from_pretrained(minilm_path(), r=8).eval()(x)
+    torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, rtol=0, atol=1e-5)
+    assert out.source.equal(expected.source)
+    assert out.last_hidden_state.shape == plain.last_hidden_state.shape == (3, 65 - 6 * 8, 384)
+    assert not torch.allclose(out.last_hidden_state, plain.last_hidden_state, atol=1e-3)
+
+
+def test_registers_are_learnt_and_off_by_default():
+    assert "registers" not in small_tomeformer().state_dict()
+    model = small_tomeformer(r=4, registers=3).train()
+    assert model.registers.shape == (3, 32) and model.registers.requires_grad
+    assert 0 < model.registers.std() < 0.1                                # drawn as BERT draws its weights
+    model(torch.randn(2, 60, 32)).last_hidden_state.square().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    for bad in (-1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="registers must be a non-negative int"):
+            small_tomeformer(registers=bad)
+
+
+def test_registers_with_padding_and_with_a_question():
+    torch.manual_seed(0)
+    model = TomeFormer.from_pretrained(minilm_path(), r=8, registers=4, condition=True).eval()
+    x = torch.randn(2, 50, 384)
+    mask = torch.ones(2, 50, dtype=torch.long)
+    mask[1, 35:] = 0
+    questions = ["what is in the top left corner of the picture?", "colour?"]
+    with torch.no_grad():
+        batched = model(x, mask, **model.condition_inputs(questions, torch.device("cpu")))
+        alone = model(x[1:, :35], **model.condition_inputs(questions[1:], torch.device("cpu")))
+        unpadded = model(x[1:, :35], **model.condition_inputs(["a longer question than that one?"],
+                                                              torch.device("cpu")))
+    valid = batched.attention_mask[1].bool()
+    torch.testing.assert_close(batched.last_hidden_state[1, valid], alone.last_hidden_state[0], rtol=0, atol=1e-4)
+    assert not torch.allclose(alone.last_hidden_state, unpadded.last_hidden_state, atol=1e-3)
+
+
 # ---------------------------------------------------------------- config keys
 def _cfg(**keys):
     return OmegaConf.create({"r": 2, "config": dict(SMALL), **keys})
@@ -421,6 +471,7 @@ def test_build_tomeformer_reads_the_new_keys():
     assert (tracked.cap_factor, tracked.threshold_momentum) == (3, 0.1)
     cfg = OmegaConf.create({"bert": str(minilm_path()), "r": 4, "condition": True})
     assert build_tomeformer(cfg).tokenizer is not None
+    assert default.registers is None and build_tomeformer(_cfg(registers=3)).registers.shape == (3, 32)
 
 
 @pytest.mark.parametrize("keys,match", [(dict(threshold=[0.9, 0.8]), "model.tomeformer: threshold"),
@@ -430,6 +481,7 @@ def test_build_tomeformer_reads_the_new_keys():
                                         (dict(mean_tokens=0), "model.tomeformer: mean_tokens"),
                                         (dict(mean_tokens=20, cap_factor="x"), "model.tomeformer.cap_factor"),
                                         (dict(condition="yes"), "model.tomeformer.condition"),
+                                        (dict(registers=-2), "model.tomeformer: registers"),
                                         (dict(condition=True), "model.tomeformer.condition needs")])
 def test_bad_values_name_the_config_key(keys, match):
     from lavis_evlgen.models.evlgen import build_tomeformer

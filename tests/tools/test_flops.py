@@ -92,6 +92,20 @@ def test_mean_tokens_counts_the_mean_schedule(tmp_path, capsys):
     assert stages[0]["macs_per_sample"] == stages[1]["macs_per_sample"]
 
 
+def test_registers_join_attention_and_all_but_the_last_mlp(tmp_path, capsys):
+    """Two register tokens: every layer attends over T + 2 tokens, the merge similarity and the projection to
+    the LLM see the visual tokens only, and the registers skip the last layer's MLP (nothing reads them after)."""
+    t0, t1, t2, regs = 17, 15, 13, 2
+    layer = [self_attention(t0 + regs) + ceil(t0 / 2) * floor(t0 / 2) * HEAD + ffn(t1) + ffn(regs),
+             self_attention(t1 + regs) + ceil(t1 / 2) * floor(t1 / 2) * HEAD + ffn(t2)]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "evlgen_opt", "model_type": "tiny"}}))
+    assert flops.main(["--cfg-path", str(path), "--json", "--options", f"model.tomeformer.registers={regs}"]) == 0
+    [stage] = json.loads(capsys.readouterr().out)
+    assert stage["macs_per_sample"] == linear(N, D_VIT, H) + sum(layer) + linear(t2, H, D_LLM)
+    assert stage["tokens_per_layer"] == [15, 13] and stage["connector_tokens"] == 13
+
+
 def test_blip2_stage2_tiny_matches_hand_count(tmp_path, capsys):
     """4 queries; layer 0 has cross-attention to the 17 ViT tokens (cross_attention_freq 2), layer 1 not."""
     q = 4
