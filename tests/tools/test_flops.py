@@ -42,13 +42,14 @@ def no_leftover_group():
         dist.destroy_process_group()
 
 
-def count(tmp_path, arch, capsys, batch=2, **run):
+def count(tmp_path, arch, capsys, batch=2, options=(), **run):
     cfg = {"model": {"arch": arch, "model_type": "tiny"}}
     if run:
         cfg["run"] = run
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert flops.main(["--cfg-path", str(path), "--json", "--batch", str(batch)]) == 0
+    extra = ["--options", *options] if options else []
+    assert flops.main(["--cfg-path", str(path), "--json", "--batch", str(batch), *extra]) == 0
     [stage] = json.loads(capsys.readouterr().out)
     return stage
 
@@ -98,10 +99,7 @@ def test_registers_join_attention_and_all_but_the_last_mlp(tmp_path, capsys):
     t0, t1, t2, regs = 17, 15, 13, 2
     layer = [self_attention(t0 + regs) + ceil(t0 / 2) * floor(t0 / 2) * HEAD + ffn(t1) + ffn(regs),
              self_attention(t1 + regs) + ceil(t1 / 2) * floor(t1 / 2) * HEAD + ffn(t2)]
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"model": {"arch": "evlgen_opt", "model_type": "tiny"}}))
-    assert flops.main(["--cfg-path", str(path), "--json", "--options", f"model.tomeformer.registers={regs}"]) == 0
-    [stage] = json.loads(capsys.readouterr().out)
+    stage = count(tmp_path, "evlgen_opt", capsys, options=[f"model.tomeformer.registers={regs}"])
     assert stage["macs_per_sample"] == linear(N, D_VIT, H) + sum(layer) + linear(t2, H, D_LLM)
     assert stage["tokens_per_layer"] == [15, 13] and stage["connector_tokens"] == 13
 
