@@ -65,7 +65,7 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
     ([low, high] drawn per training step; needs ``tokens``, the count evaluation merges to), ``condition``
     (question-conditioned merging; needs ``bert``), ``registers`` (that many learnable never-merged tokens),
     ``mean_tokens`` (thresholds tracked in training for that mean final count; ``cap_factor`` and
-    ``threshold_momentum`` tune it).
+    ``threshold_momentum`` tune it), ``register_init`` ("random" or "empty_text"; the latter needs ``bert``).
     """
     dropout = optional_probability(cfg, "dropout", "model.tomeformer")
     condition = optional_flag(cfg, "condition", "model.tomeformer")
@@ -85,11 +85,15 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
                           "r would evaluate a schedule the connector never trained on")
     if condition and not cfg.get("bert"):
         raise ConfigError("model.tomeformer.condition needs model.tomeformer.bert (its word embeddings and tokenizer)")
+    register_init = cfg.get("register_init", "random")
+    if register_init != "random" and not cfg.get("bert"):
+        raise ConfigError(f"model.tomeformer.register_init {register_init!r} needs model.tomeformer.bert "
+                          "(its word embeddings and tokenizer)")
     try:
         if cfg.get("bert"):
             path = require_weights(cfg.bert, "model.tomeformer.bert")
             return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), dropout=dropout,
-                                              **options)
+                                              register_init=register_init, **options)
         settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
         if cfg.get("num_layers"):
             settings["num_hidden_layers"] = cfg.num_layers

@@ -36,7 +36,8 @@ Beyond the paper (each off by default; off, the arithmetic is the paper's):
 * ``condition``: question-conditioned merging (see ``forward``).
 * ``registers``: learnable tokens that join every layer's attention and MLP, are never merged and never reach
   the LLM: register tokens (Darcet et al., 2024, "Vision Transformers Need Registers") for a merging connector,
-  a place for global content that merging would otherwise have to keep in the visual tokens.
+  a place for global content that merging would otherwise have to keep in the visual tokens. Drawn at random
+  by default; ``register_init="empty_text"`` starts them at the empty question's word embeddings instead.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ from lavis_evlgen.models.tome import (
 )
 
 MERGE_MODES = ("mean", "wavg")
+REGISTER_INITS = ("random", "empty_text")
 
 
 @dataclass
@@ -178,11 +180,17 @@ class TomeFormer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, r: int | list[int] | tuple[int, float],
                         num_hidden_layers: int | None = None, dropout: float | None = None,
-                        **options) -> "TomeFormer":
+                        register_init: str = "random", **options) -> "TomeFormer":
         """Load a local BERT checkpoint folder (config.json + model.safetensors or pytorch_model.bin),
         optionally keeping only its first ``num_hidden_layers`` layers; ``dropout`` replaces the checkpoint's
         hidden and attention dropout probabilities (None keeps them). With ``condition`` the folder's
-        tokenizer is loaded too (``self.tokenizer``)."""
+        tokenizer is loaded too (``self.tokenizer``). ``register_init``: "random" (BERT's init) or "empty_text":
+        the registers start as the word embeddings of the tokenizer's encoding of the empty text (``[CLS]
+        [SEP]`` for BERT), repeated to their number, so two of them start where the empty condition is."""
+        if register_init not in REGISTER_INITS:
+            raise ValueError(f"register_init must be one of {REGISTER_INITS}, got {register_init!r}")
+        if register_init != "random" and not options.get("registers"):
+            raise ValueError(f"register_init {register_init!r} needs registers")
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no BERT checkpoint at {path} (expected a folder with config.json and weights)")
@@ -202,8 +210,13 @@ class TomeFormer(nn.Module):
         if missing:
             raise ValueError(f"BERT checkpoint at {path} lacks weights the TomeFormer needs: {missing}")
         model = cls(bert, r, **options)
-        if condition:
-            model.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if condition or register_init == "empty_text":
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model.tokenizer = tokenizer if condition else None
+        if register_init == "empty_text":
+            ids = torch.tensor(tokenizer("")["input_ids"]).repeat(model.registers.shape[0])[:model.registers.shape[0]]
+            with torch.no_grad():
+                model.registers.copy_(bert.embeddings.word_embeddings.weight[ids])
         return model
 
     @property

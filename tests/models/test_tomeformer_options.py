@@ -426,6 +426,28 @@ def test_registers_take_the_conditioned_path_with_learnt_vectors_in_place_of_wor
     assert not torch.allclose(out.last_hidden_state, plain.last_hidden_state, atol=1e-3)
 
 
+def test_registers_can_start_at_the_empty_question():
+    """register_init="empty_text" starts two registers where the empty condition is, without copying by hand;
+    more registers repeat [CLS] [SEP]; the tokenizer is kept only for condition."""
+    condition = conditioned()
+    model = TomeFormer.from_pretrained(minilm_path(), r=8, registers=2, register_init="empty_text").eval()
+    assert model.tokenizer is None and not hasattr(model.embeddings, "word_embeddings")
+    x = torch.randn(3, 65, 384)
+    with torch.no_grad():
+        expected = condition(x, **condition.condition_inputs([""] * 3, torch.device("cpu")))
+        out = model(x)
+    torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, rtol=0, atol=1e-5)
+    assert out.source.equal(expected.source)
+    cls_sep = condition.embeddings.word_embeddings.weight[[condition.tokenizer.cls_token_id,
+                                                           condition.tokenizer.sep_token_id]]
+    three = TomeFormer.from_pretrained(minilm_path(), r=8, registers=3, register_init="empty_text")
+    assert three.registers.requires_grad and three.registers.detach().equal(cls_sep[[0, 1, 0]])
+    with pytest.raises(ValueError, match="register_init must be one of"):
+        TomeFormer.from_pretrained(minilm_path(), r=8, registers=2, register_init="cls")
+    with pytest.raises(ValueError, match="register_init 'empty_text' needs registers"):
+        TomeFormer.from_pretrained(minilm_path(), r=8, register_init="empty_text")
+
+
 def test_registers_are_learnt_and_off_by_default():
     assert "registers" not in small_tomeformer().state_dict()
     model = small_tomeformer(r=4, registers=3).train()
@@ -459,6 +481,11 @@ def test_build_tomeformer_reads_the_new_keys():
     cfg = OmegaConf.create({"bert": str(minilm_path()), "r": 4, "condition": True})
     assert build_tomeformer(cfg).tokenizer is not None
     assert default.registers is None and build_tomeformer(_cfg(registers=3)).registers.shape == (3, 32)
+    cfg = OmegaConf.create({"bert": str(minilm_path()), "r": 4, "registers": 2, "register_init": "empty_text"})
+    assert build_tomeformer(cfg).registers.detach().equal(
+        TomeFormer.from_pretrained(minilm_path(), r=4, registers=2, register_init="empty_text").registers.detach())
+    with pytest.raises(ValueError, match="model.tomeformer: register_init must be one of"):
+        build_tomeformer(OmegaConf.merge(cfg, {"register_init": "cls"}))
 
 
 @pytest.mark.parametrize("keys,match", [(dict(threshold=[0.9, 0.8]), "model.tomeformer: threshold"),
@@ -469,6 +496,8 @@ def test_build_tomeformer_reads_the_new_keys():
                                         (dict(mean_tokens=20, cap_factor="x"), "model.tomeformer.cap_factor"),
                                         (dict(condition="yes"), "model.tomeformer.condition"),
                                         (dict(registers=-2), "model.tomeformer: registers"),
+                                        (dict(registers=2, register_init="empty_text"),
+                                         "register_init 'empty_text' needs model.tomeformer.bert"),
                                         (dict(condition=True), "model.tomeformer.condition needs")])
 def test_bad_values_name_the_config_key(keys, match):
     from lavis_evlgen.models.evlgen import build_tomeformer
