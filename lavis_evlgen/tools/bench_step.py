@@ -14,7 +14,11 @@ folder), then:
    LLM forward (the frozen LLM and the loss), LLM backward (down to the gradient of the LLM's input
    embeddings), connector backward, optimizer (clipping and step). With ``run.feature_cache`` the
    breakdown runs on the same records from images and from their cached ViT features, alternately,
-   so the cache's gain is a ratio measured in one process.
+   so the cache's gain is a ratio measured in one process;
+3. counts the FLOPs of each part in one more step (``torch.utils.flop_counter``: matrix multiplies,
+   convolutions, attention), prints the rate each part reached, and times one large matrix multiply under
+   the run's precision as the machine's ceiling, so it says how far the step is from what the hardware
+   allows for that work (the floor no setting can beat without doing less).
 
 ``--attention bf16,bf16_flash,fp32`` (CPU bf16 autocast only) first times the runner's step in each of those
 ``run.cpu_bf16_attention`` modes, taking turns step by step in one process, and prints each mode's spread and
@@ -41,6 +45,7 @@ from lavis.common.registry import registry
 from lavis.datasets.data_utils import apply_to_sample
 from lavis.tasks import setup_task
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.checkpoint import seed_all
@@ -83,18 +88,47 @@ class BenchResult:
     batch_size: int
     parts: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> part -> median seconds
     totals: dict[str, Spread] = field(default_factory=dict)  # source -> spread of the parts' sum
+    flops: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> part -> counted FLOPs
+    ceiling: Optional["Ceiling"] = None
+
+
+@dataclass
+class Ceiling:
+    """The machine's rate on one large matrix multiply under the run's precision: what counted work could reach."""
+
+    flops_per_s: float
+    size: int
+    dtype: str
+
+
+def matmul_ceiling(runner, size: int, repeats: int = 10) -> Ceiling:
+    """Median rate of ``[size, size] @ [size, size]`` under the runner's autocast (the dtype the model's
+    multiplies get), after two untimed ones."""
+    a, b = (torch.randn(size, size, device=runner.device) for _ in range(2))
+    clock = PartClock(nn.Identity(), runner.device)
+    seconds = []
+    with runner.precision.autocast():
+        for i in range(repeats + 2):
+            start = clock.now()
+            out = a @ b
+            if i >= 2:
+                seconds.append(clock.now() - start)
+    return Ceiling(2 * size ** 3 / statistics.median(seconds), size, str(out.dtype).replace("torch.", ""))
 
 
 class PartClock:
     """Forward timestamps from module hooks and the backward split from a gradient hook.
 
     The hooks only read the clock (after a device synchronisation on GPUs), so the step computes
-    exactly what training computes.
+    exactly what training computes. While ``counter`` is set, every mark also reads its running FLOP total,
+    so the same split gives each part's work.
     """
 
     def __init__(self, model: nn.Module, device: torch.device):
         self.device = device
         self.marks: dict[str, float] = {}
+        self.flop_marks: dict[str, int] = {}
+        self.counter: Optional[FlopCounterMode] = None
         self.handles = []
         vit = getattr(model, "visual_encoder", None)
         if isinstance(vit, nn.Module):
@@ -111,6 +145,12 @@ class PartClock:
 
     def mark(self, name: str) -> None:
         self.marks[name] = self.now()
+        if self.counter is not None:
+            self.flop_marks[name] = self.counter.get_total_flops()
+
+    def clear(self) -> None:
+        self.marks.clear()
+        self.flop_marks.clear()
 
     def _llm_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.mark("llm_start")
@@ -125,18 +165,27 @@ class PartClock:
         for handle in self.handles:
             handle.remove()
 
-    def parts(self, start: float, forward_end: float, backward_end: float, step_end: float) -> dict[str, float]:
-        """Durations of PARTS from the marks of one step and the loop's own timestamps."""
-        m = self.marks
-        vit = m["vit_end"] - m["vit_start"] if "vit_start" in m else 0.0
-        llm_start = m.get("llm_start", forward_end)
-        llm_backward_end = m.get("llm_backward_end", forward_end)
-        return {"ViT": vit,
-                "connector forward": llm_start - start - vit,
-                "LLM forward": forward_end - llm_start,
-                "LLM backward": llm_backward_end - forward_end,
-                "connector backward": backward_end - llm_backward_end,
-                "optimizer": step_end - backward_end}
+    def parts(self) -> dict[str, float]:
+        """Durations of PARTS from the marks of one step."""
+        return split_parts(self.marks)
+
+    def flops(self) -> dict[str, int]:
+        """Counted FLOPs of PARTS from the marks of one step taken with ``counter`` set."""
+        return split_parts(self.flop_marks)
+
+
+def split_parts(m: dict[str, float]) -> dict[str, float]:
+    """PARTS from running totals (clock or FLOPs) read at the step's marks: start, vit_start/vit_end (with a
+    ViT), llm_start, forward_end, llm_backward_end, backward_end, step_end."""
+    vit = m["vit_end"] - m["vit_start"] if "vit_start" in m else 0
+    llm_start = m.get("llm_start", m["forward_end"])
+    llm_backward_end = m.get("llm_backward_end", m["forward_end"])
+    return {"ViT": vit,
+            "connector forward": llm_start - m["start"] - vit,
+            "LLM forward": m["forward_end"] - llm_start,
+            "LLM backward": llm_backward_end - m["forward_end"],
+            "connector backward": m["backward_end"] - llm_backward_end,
+            "optimizer": m["step_end"] - m["backward_end"]}
 
 
 def frozen_llm(model: nn.Module) -> Optional[nn.Module]:
@@ -145,15 +194,15 @@ def frozen_llm(model: nn.Module) -> Optional[nn.Module]:
     return llm if isinstance(llm, nn.Module) else None
 
 
-def timed_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> dict[str, float]:
-    """One micro-batch step as ``runner.train_step`` computes it, split into PARTS."""
-    clock.marks.clear()
-    start = clock.now()
+def run_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> None:
+    """One micro-batch step as ``runner.train_step`` computes it, with the clock's marks between its parts."""
+    clock.clear()
+    clock.mark("start")
     with runner.precision.autocast():
         loss = runner.task.train_step(model=model, samples=batch)
-    forward_end = clock.now()
+    clock.mark("forward_end")
     (runner.scaler.scale(loss) if runner.scaler is not None else loss).backward()
-    backward_end = clock.now()
+    clock.mark("backward_end")
     max_norm = runner.config.run_cfg.get("max_grad_norm")
     optimizer = runner.optimizer
     if max_norm:
@@ -166,7 +215,39 @@ def timed_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return clock.parts(start, forward_end, backward_end, clock.now())
+    clock.mark("step_end")
+
+
+def timed_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> dict[str, float]:
+    """One micro-batch step split into PARTS, in seconds."""
+    run_step(runner, model, batch, clock)
+    return clock.parts()
+
+
+def _cpu_flash_attention(query, key, value, *args, out_val=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_attention_backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter knows the GPU attention kernels; PyTorch's CPU SDPA runs these, with the same arithmetic.
+CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention,
+                       torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+                           _cpu_flash_attention_backward}
+
+
+def counted_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> dict[str, int]:
+    """One micro-batch step split into PARTS, in FLOPs of matrix multiplies, convolutions and attention
+    (``torch.utils.flop_counter``, with CPU attention added; element-wise work is not counted)."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        clock.counter = counter
+        try:
+            run_step(runner, model, batch, clock)
+        finally:
+            clock.counter = None
+    return clock.flops()
 
 
 def image_batches(runner, count: int, seed: int) -> list[dict[str, Any]]:
@@ -235,6 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)  # "triton not found": no triton on CPU
     cfg = lavis_config(args.cfg_path, args.options)
     with temporary_runner(cfg) as runner:
         model = runner.unwrap_dist_model(runner.model)
@@ -277,12 +359,16 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
             for i in range(args.steps):
                 for name, group in batches.items():
                     samples[name].append(timed_step(runner, model, group[i % len(group)], clock))
+            for name, group in batches.items():
+                result.flops[name] = counted_step(runner, model, group[0], clock)
         finally:
             clock.remove()
         for name, rows in samples.items():
             result.parts[name] = {part: statistics.median(r[part] for r in rows) for part in PARTS}
             result.totals[name] = Spread.of([sum(r.values()) for r in rows])
+        result.ceiling = matmul_ceiling(runner, 8192 if runner.device.type == "cuda" else 2048)
         print_breakdown(result)
+        print_work(result)
     return result
 
 
@@ -335,6 +421,30 @@ def print_breakdown(result: BenchResult) -> None:
     if {"images", "features"} <= set(names):
         ratio = result.totals["images"].median / result.totals["features"].median
         print(f"  a step from images takes {ratio:.2f}x a step from cached features")
+
+
+def print_work(result: BenchResult) -> None:
+    """Counted FLOPs per part, the rate each part reached, and how far the step is from the machine's ceiling."""
+    names = list(result.flops)
+    print("\n  work per part, one micro-batch, and the rate at the part's median time (GFLOP of matrix multiplies,\n"
+          "  convolutions and attention, counted by torch.utils.flop_counter; element-wise work is not counted):")
+    print("  " + f"{'part':20}" + "".join(f"{'GFLOP, ' + n:>18}{'GFLOP/s':>9}" for n in names))
+    for part in PARTS:
+        cells = ""
+        for n in names:
+            work, seconds = result.flops[n][part] / 1e9, result.parts[n][part]
+            rate = f"{work / seconds:9.0f}" if work and seconds > 0 else f"{'-':>9}"
+            cells += f"{work:18.3g}{rate}"
+        print(f"  {part:20}{cells}")
+    c = result.ceiling
+    print(f"  ceiling: {c.flops_per_s / 1e9:.0f} GFLOP/s, one {c.dtype} [{c.size}, {c.size}] @ [{c.size}, {c.size}] "
+          f"multiply under the run's precision (median of 10)")
+    for n in names:
+        work, seconds = sum(result.flops[n].values()), result.totals[n].median
+        floor = work / c.flops_per_s
+        print(f"  from {n}: {work / 1e9:.1f} GFLOP in {seconds:.3f} s, {work / seconds / 1e9:.0f} GFLOP/s "
+              f"({100 * work / seconds / c.flops_per_s:.0f}% of the ceiling); at the ceiling the counted work takes "
+              f"{floor:.3f} s, {floor / seconds:.2f}x the step")
 
 
 if __name__ == "__main__":

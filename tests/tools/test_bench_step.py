@@ -69,3 +69,47 @@ def test_the_temporary_runs_log_file_goes_with_its_folder(tmp_path):
     assert not [h for h in logging.getLogger().handlers
                 if isinstance(h, logging.FileHandler) and "bench_step_" in h.baseFilename]
     logging.getLogger("lavis_evlgen").warning("after the benchmark")
+
+
+def test_work_per_part_adds_up_to_the_step_and_the_frozen_llm_computes_no_weight_gradients(tmp_path, capsys):
+    """The counted FLOPs split as the clock does: their sum is one counted step's total, the frozen ViT has no
+    backward, the optimizer no multiplies, and the frozen LLM's backward (input gradients only) costs about its
+    forward, not twice it as it would with weight gradients."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lavis_evlgen.tools import bench_step
+
+    cfg = _config(tmp_path, feature_cache=True, feature_cache_dir=str(tmp_path / "features"))
+    result = main(["--cfg-path", str(cfg), "--steps", "2", "--warmup", "0", "--threads", "1"])
+    out = capsys.readouterr().out
+    images, features = result.flops["images"], result.flops["features"]
+    assert images["ViT"] > 0 and features["ViT"] == 0 and images["optimizer"] == features["optimizer"] == 0
+    for part in ("connector forward", "LLM forward", "LLM backward", "connector backward"):
+        assert images[part] == features[part] > 0, part
+    assert 0.9 * images["LLM forward"] < images["LLM backward"] < 1.5 * images["LLM forward"]
+    assert images["connector forward"] < images["connector backward"]          # weight and input gradients
+    assert result.ceiling.flops_per_s > 0 and result.ceiling.dtype == "float32"
+    assert "GFLOP/s" in out and "% of the ceiling" in out
+
+    with bench_step.temporary_runner(bench_step.lavis_config(str(cfg), [])) as runner:
+        model = runner.unwrap_dist_model(runner.model)
+        batch = bench_step.image_batches(runner, 1, 0)[0]
+        clock = bench_step.PartClock(model, runner.device)
+        split = bench_step.counted_step(runner, model, batch, clock)
+        with FlopCounterMode(display=False, custom_mapping=bench_step.CPU_ATTENTION_FLOPS) as whole:
+            bench_step.run_step(runner, model, batch, clock)
+    assert sum(split.values()) == whole.get_total_flops() > 0
+
+
+def test_cpu_attention_is_counted_as_torch_counts_gpu_attention():
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lavis_evlgen.tools.bench_step import CPU_ATTENTION_FLOPS
+
+    q, k, v = (torch.randn(2, 4, 16, 8, requires_grad=True) for _ in range(3))
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+    forward = 2 * 2 * (2 * 4 * 16 * 16 * 8)          # q @ k^T and p @ v over [2, 4, 16, 8], 2 FLOPs a multiply-add
+    assert counter.get_total_flops() == forward + 2.5 * forward           # backward: 5 products of that size
