@@ -37,7 +37,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
 from lavis.common.config import Config
@@ -45,7 +45,6 @@ from lavis.common.registry import registry
 from lavis.datasets.data_utils import apply_to_sample
 from lavis.tasks import setup_task
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.checkpoint import seed_all
@@ -55,6 +54,9 @@ from lavis_evlgen.common.distributed import init_distributed
 from lavis_evlgen.common.precision import CPU_BF16_ATTENTION
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.runners.runner_evlgen import close_log_file
+
+if TYPE_CHECKING:
+    from torch.utils.flop_counter import FlopCounterMode
 
 PARTS = ("ViT", "connector forward", "LLM forward", "LLM backward", "connector backward", "optimizer")
 @dataclass
@@ -224,11 +226,24 @@ def timed_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock
     return clock.parts()
 
 
+def flop_counter() -> "FlopCounterMode":
+    """torch's FLOP counter with CPU attention added, imported here: importing it on a CUDA build without triton
+    logs a warning that concerns GPU kernels only."""
+    logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+
+
 def _cpu_flash_attention(query, key, value, *args, out_val=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
     return sdpa_flop_count(query, key, value)
 
 
 def _cpu_flash_attention_backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
@@ -241,7 +256,7 @@ CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cp
 def counted_step(runner, model: nn.Module, batch: dict[str, Any], clock: PartClock) -> dict[str, int]:
     """One micro-batch step split into PARTS, in FLOPs of matrix multiplies, convolutions and attention
     (``torch.utils.flop_counter``, with CPU attention added; element-wise work is not counted)."""
-    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+    with flop_counter() as counter:
         clock.counter = counter
         try:
             run_step(runner, model, batch, clock)
@@ -316,7 +331,6 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)  # "triton not found": no triton on CPU
     cfg = lavis_config(args.cfg_path, args.options)
     with temporary_runner(cfg) as runner:
         model = runner.unwrap_dist_model(runner.model)

@@ -75,8 +75,6 @@ def test_work_per_part_adds_up_to_the_step_and_the_frozen_llm_computes_no_weight
     """The counted FLOPs split as the clock does: their sum is one counted step's total, the frozen ViT has no
     backward, the optimizer no multiplies, and the frozen LLM's backward (input gradients only) costs about its
     forward, not twice it as it would with weight gradients."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from lavis_evlgen.tools import bench_step
 
     cfg = _config(tmp_path, feature_cache=True, feature_cache_dir=str(tmp_path / "features"))
@@ -96,7 +94,7 @@ def test_work_per_part_adds_up_to_the_step_and_the_frozen_llm_computes_no_weight
         batch = bench_step.image_batches(runner, 1, 0)[0]
         clock = bench_step.PartClock(model, runner.device)
         split = bench_step.counted_step(runner, model, batch, clock)
-        with FlopCounterMode(display=False, custom_mapping=bench_step.CPU_ATTENTION_FLOPS) as whole:
+        with bench_step.flop_counter() as whole:
             bench_step.run_step(runner, model, batch, clock)
     assert sum(split.values()) == whole.get_total_flops() > 0
 
@@ -104,12 +102,11 @@ def test_work_per_part_adds_up_to_the_step_and_the_frozen_llm_computes_no_weight
 def test_cpu_attention_is_counted_as_torch_counts_gpu_attention():
     import torch
     import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from lavis_evlgen.tools.bench_step import CPU_ATTENTION_FLOPS
+    from lavis_evlgen.tools.bench_step import flop_counter
 
     q, k, v = (torch.randn(2, 4, 16, 8, requires_grad=True) for _ in range(3))
-    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+    with flop_counter() as counter:
         F.scaled_dot_product_attention(q, k, v).sum().backward()
     forward = 2 * 2 * (2 * 4 * 16 * 16 * 8)          # q @ k^T and p @ v over [2, 4, 16, 8], 2 FLOPs a multiply-add
     assert counter.get_total_flops() == forward + 2.5 * forward           # backward: 5 products of that size
