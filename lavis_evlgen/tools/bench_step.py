@@ -103,18 +103,24 @@ class Ceiling:
     dtype: str
 
 
+def now(device: torch.device) -> float:
+    """The clock, after the device's queued work (GPUs run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def matmul_ceiling(runner, size: int, repeats: int = 10) -> Ceiling:
     """Median rate of ``[size, size] @ [size, size]`` under the runner's autocast (the dtype the model's
     multiplies get), after two untimed ones."""
     a, b = (torch.randn(size, size, device=runner.device) for _ in range(2))
-    clock = PartClock(nn.Identity(), runner.device)
     seconds = []
     with runner.precision.autocast():
         for i in range(repeats + 2):
-            start = clock.now()
+            start = now(runner.device)
             out = a @ b
             if i >= 2:
-                seconds.append(clock.now() - start)
+                seconds.append(now(runner.device) - start)
     return Ceiling(2 * size ** 3 / statistics.median(seconds), size, str(out.dtype).replace("torch.", ""))
 
 
@@ -140,13 +146,8 @@ class PartClock:
         if self.llm is not None:
             self.handles.append(self.llm.base_model.register_forward_pre_hook(self._llm_inputs, with_kwargs=True))
 
-    def now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
     def mark(self, name: str) -> None:
-        self.marks[name] = self.now()
+        self.marks[name] = now(self.device)
         if self.counter is not None:
             self.flop_marks[name] = self.counter.get_total_flops()
 
