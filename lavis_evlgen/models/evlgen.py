@@ -77,7 +77,8 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
         merge_mode=cfg.get("merge_mode", "mean"),
         proportional_attention=cfg.get("proportional_attention", False),
         threshold=_plain(cfg.get("threshold")), tokens=tokens, random_tokens=_plain(cfg.get("random_tokens")),
-        condition=condition, mean_tokens=mean_tokens, registers=cfg.get("registers", 0), **tracking,
+        condition=condition, mean_tokens=mean_tokens, registers=cfg.get("registers", 0),
+        register_init=cfg.get("register_init", "random"), **tracking,
     )
     if options["random_tokens"] is not None and tokens is None:
         raise ConfigError("model.tomeformer.random_tokens needs model.tomeformer.tokens, the final count validation "
@@ -85,15 +86,11 @@ def build_tomeformer(cfg: DictConfig) -> TomeFormer:
                           "r would evaluate a schedule the connector never trained on")
     if condition and not cfg.get("bert"):
         raise ConfigError("model.tomeformer.condition needs model.tomeformer.bert (its word embeddings and tokenizer)")
-    register_init = cfg.get("register_init", "random")
-    if register_init != "random" and not cfg.get("bert"):
-        raise ConfigError(f"model.tomeformer.register_init {register_init!r} needs model.tomeformer.bert "
-                          "(its word embeddings and tokenizer)")
     try:
         if cfg.get("bert"):
             path = require_weights(cfg.bert, "model.tomeformer.bert")
             return TomeFormer.from_pretrained(path, num_hidden_layers=cfg.get("num_layers"), dropout=dropout,
-                                              register_init=register_init, **options)
+                                              **options)
         settings = OmegaConf.to_container(cfg.get("config", {}), resolve=True)
         if cfg.get("num_layers"):
             settings["num_hidden_layers"] = cfg.num_layers

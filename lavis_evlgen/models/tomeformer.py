@@ -119,6 +119,13 @@ class VisualEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x + token_type + self.position_embeddings.weight[:length]))
 
 
+def _check_register_init(register_init: str, registers: int | None) -> None:
+    if register_init not in REGISTER_INITS:
+        raise ValueError(f"register_init must be one of {REGISTER_INITS}, got {register_init!r}")
+    if register_init != "random" and not registers:
+        raise ValueError(f"register_init {register_init!r} needs registers")
+
+
 class TomeFormer(nn.Module):
     """BERT encoder over visual tokens with token merging between attention and MLP in every layer.
 
@@ -173,8 +180,14 @@ class TomeFormer(nn.Module):
             raise ValueError("give the TomeFormer random_tokens or mean_tokens, not both")
 
     @classmethod
-    def from_config(cls, bert_config: BertConfig, r: int | list[int] | tuple[int, float], **options) -> "TomeFormer":
-        """Randomly initialised (BERT's init) from a BertConfig; ``options`` as the constructor takes them."""
+    def from_config(cls, bert_config: BertConfig, r: int | list[int] | tuple[int, float],
+                    register_init: str = "random", **options) -> "TomeFormer":
+        """Randomly initialised (BERT's init) from a BertConfig; ``options`` as the constructor takes them.
+        ``register_init`` can only be "random" here: "empty_text" needs a checkpoint's word embeddings."""
+        _check_register_init(register_init, options.get("registers"))
+        if register_init == "empty_text":
+            raise ValueError("register_init 'empty_text' needs model.tomeformer.bert (its word embeddings and "
+                             "tokenizer)")
         return cls(BertModel(bert_config, add_pooling_layer=False), r, **options)
 
     @classmethod
@@ -187,10 +200,7 @@ class TomeFormer(nn.Module):
         tokenizer is loaded too (``self.tokenizer``). ``register_init``: "random" (BERT's init) or "empty_text":
         the registers start as the word embeddings of the tokenizer's encoding of the empty text (``[CLS]
         [SEP]`` for BERT), repeated to their number, so two of them start where the empty condition is."""
-        if register_init not in REGISTER_INITS:
-            raise ValueError(f"register_init must be one of {REGISTER_INITS}, got {register_init!r}")
-        if register_init != "random" and not options.get("registers"):
-            raise ValueError(f"register_init {register_init!r} needs registers")
+        _check_register_init(register_init, options.get("registers"))
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no BERT checkpoint at {path} (expected a folder with config.json and weights)")

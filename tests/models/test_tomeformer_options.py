@@ -498,6 +498,8 @@ def test_build_tomeformer_reads_the_new_keys():
                                         (dict(registers=-2), "model.tomeformer: registers"),
                                         (dict(registers=2, register_init="empty_text"),
                                          "register_init 'empty_text' needs model.tomeformer.bert"),
+                                        (dict(registers=2, register_init="cls"),
+                                         "model.tomeformer: register_init must be one of"),
                                         (dict(condition=True), "model.tomeformer.condition needs")])
 def test_bad_values_name_the_config_key(keys, match):
     from lavis_evlgen.models.evlgen import build_tomeformer
