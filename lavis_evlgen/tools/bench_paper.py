@@ -10,7 +10,10 @@ nothing downloaded), its frozen parts in ``--dtype``, and trained for ``--warmup
 steps on random 224-pixel images and captions of ``--caption-tokens`` LLM tokens (the byte tokenizer: OPT's
 own is a weight file) under autocast to ``--dtype``, with AdamW over the trainable parameters as
 ``runner_evlgen`` builds it. It prints, per model, the median step time with its quartiles, samples per second,
-trainable parameters and the peak device memory. A batch that does not fit is halved until it does (the
+trainable parameters, the peak device memory, and the step's work: the FLOPs of one more step counted by
+``torch.utils.flop_counter`` (matrix multiplies, convolutions, attention), the rate the timed steps reached,
+and that rate's share of the device's ceiling (one large multiply under the same autocast, as ``bench_step``
+times it), so a slow model is told apart from a slow device. A batch that does not fit is halved until it does (the
 issue's "batch 32 or the largest that fits"), and the line says so. Attention: the TomeFormer, Q-Former and
 LLM use PyTorch's SDPA (flash kernels on GPUs where they apply); LAVIS's EVA-ViT-g computes attention
 explicitly.
@@ -35,7 +38,7 @@ import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.cli_config import model_type_config
 from lavis_evlgen.common.precision import Precision
 from lavis_evlgen.models.llm import DTYPES
-from lavis_evlgen.tools.bench_step import Spread
+from lavis_evlgen.tools.bench_step import Ceiling, Spread, ceiling_size, flop_counter, matmul_ceiling
 
 PAPER_MODELS = ("evlgen_opt:pretrain_opt2.7b", "blip2_stage1:pretrain", "blip2_stage2_opt:pretrain_opt2.7b")
 WORDS = ("a", "red", "blue", "circle", "square", "on", "the", "left", "of", "green", "small", "large")
@@ -52,6 +55,13 @@ class ModelTiming:
     trainable_params: int
     peak_memory_gib: Optional[float]
     note: str = ""
+    flops_per_step: Optional[int] = None  # counted in one more step at ``batch``
+
+    def share_of(self, ceiling: Ceiling) -> Optional[float]:
+        """The timed steps' counted FLOP rate as a fraction of ``ceiling``."""
+        if self.step is None or not self.flops_per_step:
+            return None
+        return self.flops_per_step / self.step.median / ceiling.flops_per_s
 
 
 def random_weights_config(arch: str, model_type: str, dtype: str) -> DictConfig:
@@ -119,13 +129,22 @@ def time_model(spec: str, batch: int, steps: int, warmup: int, dtype: str, devic
                                    f"out of memory from batch {requested} down to 1")
             batch //= 2
     note = f"{requested} did not fit" if batch != requested else ""
+    flops = counted_flops(model, optimizer, batch, size, DTYPES[dtype], device, caption_tokens, generator)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
     spread = Spread.of(seconds)
     del model, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    return ModelTiming(spec, batch, spread, batch / spread.median, trainable, peak, note)
+    return ModelTiming(spec, batch, spread, batch / spread.median, trainable, peak, note, flops)
+
+
+def counted_flops(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: int, size: int,
+                  dtype: torch.dtype, device: torch.device, caption_tokens: int, generator: torch.Generator) -> int:
+    """FLOPs of one more training step (forward, backward, AdamW) as ``run_steps`` takes it."""
+    with flop_counter() as counter:
+        run_steps(model, optimizer, batch, size, 1, 0, dtype, device, caption_tokens, generator)
+    return counter.get_total_flops()
 
 
 def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: int, size: int, steps: int,
@@ -155,13 +174,16 @@ def describe_device(device: torch.device) -> str:
     return f"CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def format_row(t: ModelTiming) -> str:
+def format_row(t: ModelTiming, ceiling: Ceiling) -> str:
     if t.step is None:
-        return f"| {t.model} | - | {t.note} | - | {t.trainable_params / 1e6:.1f} M | - |"
+        return f"| {t.model} | - | {t.note} | - | {t.trainable_params / 1e6:.1f} M | - | - | - |"
     memory = f"{t.peak_memory_gib:.1f} GiB" if t.peak_memory_gib is not None else "-"
     batch = f"{t.batch}" + (f" ({t.note})" if t.note else "")
+    work = f"{t.flops_per_step / 1e12:.3g}" if t.flops_per_step else "-"
+    share = t.share_of(ceiling)
+    rate = (f"{t.flops_per_step / t.step.median / 1e12:.3g} ({100 * share:.0f}%)" if share is not None else "-")
     return (f"| {t.model} | {batch} | {t.step.median:.3f} s ({t.step.q1:.3f}-{t.step.q3:.3f}) | "
-            f"{t.samples_per_second:.1f} | {t.trainable_params / 1e6:.1f} M | {memory} |")
+            f"{t.samples_per_second:.1f} | {t.trainable_params / 1e6:.1f} M | {memory} | {work} | {rate} |")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> list[ModelTiming]:
@@ -183,18 +205,21 @@ def main(argv: Optional[Sequence[str]] = None) -> list[ModelTiming]:
         parser.error(f"--models: expected arch:model_type, got {bad}")
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
+    ceiling = matmul_ceiling(device, Precision(device.type, DTYPES[args.dtype], "bench_paper"), ceiling_size(device))
     print(f"bench_paper: {describe_device(device)}; autocast {args.dtype}, random weights, "
           f"{args.caption_tokens}-token captions, {args.steps} timed steps after {args.warmup}")
-    print("| model | batch | step: median (quartiles) | samples/s | trainable | peak memory |")
-    print("|---|---|---|---|---|---|")
+    print(f"ceiling: {ceiling.describe()}")
+    print("| model | batch | step: median (quartiles) | samples/s | trainable | peak memory | TFLOP a step | "
+          "TFLOP/s (of the ceiling) |")
+    print("|---|---|---|---|---|---|---|---|")
     results = []
     for spec in specs:
         timing = time_model(spec, args.batch, args.steps, args.warmup, args.dtype, device, args.caption_tokens)
-        print(format_row(timing), flush=True)
+        print(format_row(timing, ceiling), flush=True)
         results.append(timing)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": describe_device(device), "dtype": args.dtype,
+            json.dump({"device": describe_device(device), "dtype": args.dtype, "ceiling": asdict(ceiling),
                        "results": [asdict(t) for t in results]}, f, indent=2)
     return results
 

@@ -51,7 +51,7 @@ from lavis_evlgen.common.checkpoint import seed_all
 from lavis_evlgen.common.cli_config import add_config_arguments, lavis_config
 from lavis_evlgen.common.config_check import DEFAULT_RUNNER
 from lavis_evlgen.common.distributed import init_distributed
-from lavis_evlgen.common.precision import CPU_BF16_ATTENTION
+from lavis_evlgen.common.precision import CPU_BF16_ATTENTION, Precision
 from lavis_evlgen.datasets.datasets.caption import SKIPPED_KEY
 from lavis_evlgen.runners.runner_evlgen import close_log_file
 
@@ -102,6 +102,10 @@ class Ceiling:
     size: int
     dtype: str
 
+    def describe(self) -> str:
+        return (f"{self.flops_per_s / 1e9:.0f} GFLOP/s, one {self.dtype} [{self.size}, {self.size}] @ "
+                f"[{self.size}, {self.size}] multiply under the run's precision (median of 10)")
+
 
 def now(device: torch.device) -> float:
     """The clock, after the device's queued work (GPUs run asynchronously)."""
@@ -110,17 +114,22 @@ def now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def matmul_ceiling(runner, size: int, repeats: int = 10) -> Ceiling:
-    """Median rate of ``[size, size] @ [size, size]`` under the runner's autocast (the dtype the model's
+def ceiling_size(device: torch.device) -> int:
+    """The ceiling's matrix side: large enough to keep the device's multiply units busy, quick to time."""
+    return 8192 if device.type == "cuda" else 2048
+
+
+def matmul_ceiling(device: torch.device, precision: Precision, size: int, repeats: int = 10) -> Ceiling:
+    """Median rate of ``[size, size] @ [size, size]`` under ``precision``'s autocast (the dtype the model's
     multiplies get), after two untimed ones."""
-    a, b = (torch.randn(size, size, device=runner.device) for _ in range(2))
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
     seconds = []
-    with runner.precision.autocast():
+    with precision.autocast():
         for i in range(repeats + 2):
-            start = now(runner.device)
+            start = now(device)
             out = a @ b
             if i >= 2:
-                seconds.append(now(runner.device) - start)
+                seconds.append(now(device) - start)
     return Ceiling(2 * size ** 3 / statistics.median(seconds), size, str(out.dtype).replace("torch.", ""))
 
 
@@ -381,7 +390,7 @@ def main(argv: Optional[Sequence[str]] = None) -> BenchResult:
         for name, rows in samples.items():
             result.parts[name] = {part: statistics.median(r[part] for r in rows) for part in PARTS}
             result.totals[name] = Spread.of([sum(r.values()) for r in rows])
-        result.ceiling = matmul_ceiling(runner, 8192 if runner.device.type == "cuda" else 2048)
+        result.ceiling = matmul_ceiling(runner.device, runner.precision, ceiling_size(runner.device))
         print_breakdown(result)
         print_work(result)
     return result
@@ -452,8 +461,7 @@ def print_work(result: BenchResult) -> None:
             cells += f"{work:18.3g}{rate}"
         print(f"  {part:20}{cells}")
     c = result.ceiling
-    print(f"  ceiling: {c.flops_per_s / 1e9:.0f} GFLOP/s, one {c.dtype} [{c.size}, {c.size}] @ [{c.size}, {c.size}] "
-          f"multiply under the run's precision (median of 10)")
+    print(f"  ceiling: {c.describe()}")
     for n in names:
         work, seconds = sum(result.flops[n].values()), result.totals[n].median
         floor = work / c.flops_per_s
