@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
@@ -38,7 +37,7 @@ import lavis_evlgen  # noqa: F401  registers the plugin
 from lavis_evlgen.common.cli_config import model_type_config
 from lavis_evlgen.common.precision import Precision
 from lavis_evlgen.models.llm import DTYPES
-from lavis_evlgen.tools.bench_step import Ceiling, Spread, ceiling_size, flop_counter, matmul_ceiling
+from lavis_evlgen.tools.bench_step import Ceiling, Spread, ceiling_size, flop_counter, matmul_ceiling, now
 
 PAPER_MODELS = ("evlgen_opt:pretrain_opt2.7b", "blip2_stage1:pretrain", "blip2_stage2_opt:pretrain_opt2.7b")
 WORDS = ("a", "red", "blue", "circle", "square", "on", "the", "left", "of", "green", "small", "large")
@@ -57,11 +56,17 @@ class ModelTiming:
     note: str = ""
     flops_per_step: Optional[int] = None  # counted in one more step at ``batch``
 
-    def share_of(self, ceiling: Ceiling) -> Optional[float]:
-        """The timed steps' counted FLOP rate as a fraction of ``ceiling``."""
+    @property
+    def flops_per_s(self) -> Optional[float]:
+        """The counted work over the median step time (None without either)."""
         if self.step is None or not self.flops_per_step:
             return None
-        return self.flops_per_step / self.step.median / ceiling.flops_per_s
+        return self.flops_per_step / self.step.median
+
+    def share_of(self, ceiling: Ceiling) -> Optional[float]:
+        """The timed steps' counted FLOP rate as a fraction of ``ceiling``."""
+        rate = self.flops_per_s
+        return None if rate is None else rate / ceiling.flops_per_s
 
 
 def random_weights_config(arch: str, model_type: str, dtype: str) -> DictConfig:
@@ -92,11 +97,6 @@ def captions(batch: int, tokens: int, generator: torch.Generator) -> list[str]:
             text += WORDS[int(torch.randint(len(WORDS), (1,), generator=generator))] + " "
         out.append(text[:tokens])
     return out
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_model(spec: str, batch: int, steps: int, warmup: int, dtype: str, device: torch.device,
@@ -155,16 +155,14 @@ def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: i
     for i in range(warmup + steps):
         samples = {"image": torch.randn(batch, 3, size, size, generator=generator).to(device),
                    "text_input": captions(batch, caption_tokens, generator)}
-        synchronize(device)
-        start = time.perf_counter()
+        start = now(device)
         with Precision(device.type, dtype, "bench_paper").autocast():
             loss = model(samples)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
         if i >= warmup:
-            seconds.append(time.perf_counter() - start)
+            seconds.append(now(device) - start)
     return seconds
 
 
@@ -181,7 +179,7 @@ def format_row(t: ModelTiming, ceiling: Ceiling) -> str:
     batch = f"{t.batch}" + (f" ({t.note})" if t.note else "")
     work = f"{t.flops_per_step / 1e12:.3g}" if t.flops_per_step else "-"
     share = t.share_of(ceiling)
-    rate = (f"{t.flops_per_step / t.step.median / 1e12:.3g} ({100 * share:.0f}%)" if share is not None else "-")
+    rate = f"{t.flops_per_s / 1e12:.3g} ({100 * share:.0f}%)" if share is not None else "-"
     return (f"| {t.model} | {batch} | {t.step.median:.3f} s ({t.step.q1:.3f}-{t.step.q3:.3f}) | "
             f"{t.samples_per_second:.1f} | {t.trainable_params / 1e6:.1f} M | {memory} | {work} | {rate} |")
 
